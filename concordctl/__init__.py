@@ -1,0 +1,108 @@
+"""concordctl: command line, async client library and bot framework for Concord.
+
+Public names are importable from here. The heavy ones (the client, the bot)
+are imported on first use, so ``concordctl send`` does not pay for the
+websocket or server stack at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from concordctl.errors import (
+    BadRequest,
+    ConcordError,
+    Forbidden,
+    NotAuthenticated,
+    NotFound,
+    ProtocolViolation,
+    RateLimited,
+    ServerError,
+    TimedOut,
+    Unreachable,
+    UsageError,
+)
+from concordctl.protocol import (
+    EVENT_TYPES,
+    Channel,
+    ChannelCreated,
+    ChannelDeleted,
+    ChannelsUpdated,
+    Chat,
+    ChatDeleted,
+    ChatEdited,
+    ChatReactionsUpdated,
+    ChatSent,
+    ChatTyping,
+    Event,
+    FrameError,
+    FullChannel,
+    FullUser,
+    Gap,
+    Reactions,
+    Server,
+    UnknownEvent,
+    UserJoined,
+    UserLeft,
+    UserStatusUpdated,
+    decode_event,
+    encode_event,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it, imported on first attribute access
+_LAZY: dict[str, str] = {}
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'concordctl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "BadRequest",
+    "Channel",
+    "ChannelCreated",
+    "ChannelDeleted",
+    "ChannelsUpdated",
+    "Chat",
+    "ChatDeleted",
+    "ChatEdited",
+    "ChatReactionsUpdated",
+    "ChatSent",
+    "ChatTyping",
+    "ConcordError",
+    "Event",
+    "Forbidden",
+    "FrameError",
+    "FullChannel",
+    "FullUser",
+    "Gap",
+    "NotAuthenticated",
+    "NotFound",
+    "ProtocolViolation",
+    "RateLimited",
+    "Reactions",
+    "Server",
+    "ServerError",
+    "TimedOut",
+    "UnknownEvent",
+    "Unreachable",
+    "UsageError",
+    "UserJoined",
+    "UserLeft",
+    "UserStatusUpdated",
+    "__version__",
+    "decode_event",
+    "encode_event",
+]

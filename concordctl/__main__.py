@@ -1,0 +1,3 @@
+from concordctl.cli import main
+
+main()
