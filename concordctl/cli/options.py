@@ -1,0 +1,166 @@
+"""Options shared by every command that talks to a server, defined once.
+
+A command declares them as parameters and builds its client with
+:func:`client_from_options`::
+
+    @app.command()
+    def whoami(
+        server: ServerOption = None,
+        profile: ProfileOption = None,
+        ca_cert: CaCertOption = None,
+        insecure: InsecureOption = False,
+        json: JsonOption = False,
+    ) -> None:
+        async def body() -> None:
+            async with client_from_options(server, profile, ca_cert, insecure) as c:
+                ...
+        run_async(body())
+
+Only the flags are read here. The environment (``CONCORD_SERVER``,
+``CONCORD_TOKEN``, ``CONCORD_USERNAME``, ``CONCORD_PASSWORD``,
+``CONCORD_PROFILE``, ``CONCORD_CONFIG``) and the profile file are resolved by
+the library (``concordctl.config``), so the command line and ``Client()``
+agree on precedence: flag, then environment, then profile.
+
+Nothing heavy is imported at module level: the client (httpx) is imported
+when a command builds one, so ``--help`` and ``--version`` stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from concordctl.client import Client
+
+__all__ = [
+    "CaCertOption",
+    "Connection",
+    "InsecureOption",
+    "JsonOption",
+    "ProfileOption",
+    "ServerOption",
+    "client_from_options",
+    "run_async",
+]
+
+T = TypeVar("T")
+
+_CONNECTION_PANEL = "Connection"
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        "-s",
+        help="Server URL, e.g. http://127.0.0.1:8080. [env: CONCORD_SERVER]",
+        show_default=False,
+        rich_help_panel=_CONNECTION_PANEL,
+    ),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        "-p",
+        help="Profile of the config file to use. [env: CONCORD_PROFILE]",
+        show_default=False,
+        rich_help_panel=_CONNECTION_PANEL,
+    ),
+]
+CaCertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-cert",
+        help="PEM file of a private CA to trust for https:// and wss://. [env: SSL_CERT_FILE]",
+        show_default=False,
+        exists=True,
+        dir_okay=False,
+        rich_help_panel=_CONNECTION_PANEL,
+    ),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Do not verify TLS certificates (anyone on the path can read the token).",
+        rich_help_panel=_CONNECTION_PANEL,
+    ),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print the server's JSON (camelCase) instead of text."),
+]
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The connection flags of one command line (None: not given)."""
+
+    server: str | None = None
+    profile: str | None = None
+    ca_cert: Path | None = None
+    insecure: bool = False
+
+    def client(
+        self,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+    ) -> Client:
+        """A (not yet entered) :class:`concordctl.Client` for these flags."""
+        from concordctl.client import Client
+
+        if self.insecure:
+            # Loud on purpose: the token travels over an unverified channel.
+            print(
+                "concordctl: warning: --insecure: TLS certificates are NOT verified; "
+                "anyone on the network path can read your token",
+                file=sys.stderr,
+            )
+        return Client(
+            self.server,
+            username=username,
+            password=password,
+            token=token,
+            profile=self.profile,
+            ca_cert=str(self.ca_cert) if self.ca_cert is not None else None,
+            insecure=self.insecure,
+            timeout=timeout,
+        )
+
+
+def client_from_options(
+    server: str | None = None,
+    profile: str | None = None,
+    ca_cert: Path | None = None,
+    insecure: bool = False,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    timeout: float = 10.0,
+) -> Client:
+    """Build a client from the shared connection options of a command.
+
+    Use it as ``async with client_from_options(...) as c:``; settings the
+    flags leave out come from the environment and the profile.
+    """
+    return Connection(server, profile, ca_cert, insecure).client(
+        username=username, password=password, token=token, timeout=timeout
+    )
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; Ctrl-C surfaces as KeyboardInterrupt (exit 130)."""
+    import asyncio
+
+    return asyncio.run(coro)
