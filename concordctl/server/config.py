@@ -1,0 +1,65 @@
+"""Settings of the embedded server, with their documented limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+__all__ = ["ServerConfig", "default_db_path", "key_path_for"]
+
+
+def default_db_path() -> Path:
+    """Where ``concordctl serve`` keeps its database unless ``--db`` says otherwise."""
+    return platformdirs.user_data_path("concordctl") / "server.db"
+
+
+def key_path_for(db_path: str | Path) -> Path | None:
+    """The signing key lives beside the database; None (in memory) for ``:memory:``."""
+    if str(db_path) == ":memory:":
+        return None
+    path = Path(db_path)
+    return path.with_name(path.name + ".jwt-key.pem")
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: A file path, or ":memory:" (the default: nothing touches the disk).
+    db_path: str | Path = ":memory:"
+    token_days: float = 30.0
+    #: Overrides ``token_days`` when set (tests use a few seconds).
+    token_seconds: float | None = None
+    #: The admin password on first start; None makes a random one (``admin_password``).
+    admin_password: str | None = None
+    #: One info line per request on the "concordctl.server.access" logger.
+    log_requests: bool = False
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    #: Origins allowed by CORS; empty (the default) sends no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
+
+    # Limits (README, "The embedded server").
+    max_content_chars: int = 4000
+    max_body_bytes: int = 64 * 1024
+    max_avatar_bytes: int = 2 * 1024 * 1024
+    max_page_size: int = 1000
+    ws_max_message_bytes: int = 64 * 1024
+    #: Events queued for one websocket client before it counts as too slow.
+    ws_queue_size: int = 1024
+    max_ws_per_user: int = 32
+    login_failures_per_user: int = 10
+    login_failures_per_address: int = 50
+    login_window_seconds: float = 60.0
+    #: Seconds after connecting before a user is announced ONLINE (upstream: ~1 s).
+    online_delay: float = 1.0
+    #: uvicorn's websocket implementation ("websockets-sansio", "websockets", "wsproto").
+    ws_impl: str = "websockets-sansio"
+
+    @property
+    def token_validity_seconds(self) -> float:
+        if self.token_seconds is not None:
+            return self.token_seconds
+        return self.token_days * 86400.0

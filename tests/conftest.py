@@ -1,0 +1,84 @@
+"""Shared fixtures: a real embedded server on 127.0.0.1, port 0, in memory.
+
+* ``server``: async; an :class:`EmbeddedServer` in the test's event loop.
+* ``server_thread``: sync; a :class:`ServerThread` (for CliRunner tests).
+* ``admin_password``: the seeded ``admin`` user's password on both.
+* ``make_user`` (async, with ``server``) / ``make_user_sync`` (with
+  ``server_thread``): register a user, return ``(username, password)``.
+* ``server_config``: the config both use; override it in a module to change
+  limits (``token_seconds=3``, ``ws_queue_size=8``...).
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import httpx
+import pytest
+
+from concordctl.server import EmbeddedServer, ServerConfig, ServerThread
+
+_user_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def admin_password() -> str:
+    return "admin-" + secrets.token_hex(8)
+
+
+@pytest.fixture
+def server_config(admin_password: str) -> ServerConfig:
+    return ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        db_path=":memory:",
+        admin_password=admin_password,
+        online_delay=0.2,
+    )
+
+
+@pytest.fixture
+async def server(server_config: ServerConfig) -> AsyncIterator[EmbeddedServer]:
+    async with EmbeddedServer(server_config) as running:
+        yield running
+
+
+@pytest.fixture
+def server_thread(server_config: ServerConfig) -> Iterator[ServerThread]:
+    with ServerThread(server_config) as running:
+        yield running
+
+
+def _register(url: str, username: str | None) -> tuple[str, str]:
+    name = username or f"user{next(_user_numbers)}-{secrets.token_hex(3)}"
+    password = "pw-" + secrets.token_hex(8)
+    response = httpx.post(
+        f"{url}/api/users/register", json={"username": name, "password": password}
+    )
+    response.raise_for_status()
+    return name, password
+
+
+@pytest.fixture
+def make_user(server: EmbeddedServer) -> Callable[..., Awaitable[tuple[str, str]]]:
+    async def make(username: str | None = None) -> tuple[str, str]:
+        name = username or f"user{next(_user_numbers)}-{secrets.token_hex(3)}"
+        password = "pw-" + secrets.token_hex(8)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.post(
+                "/api/users/register", json={"username": name, "password": password}
+            )
+            response.raise_for_status()
+        return name, password
+
+    return make
+
+
+@pytest.fixture
+def make_user_sync(server_thread: ServerThread) -> Callable[..., tuple[str, str]]:
+    def make(username: str | None = None) -> tuple[str, str]:
+        return _register(server_thread.url, username)
+
+    return make
