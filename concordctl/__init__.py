@@ -53,10 +53,17 @@ from concordctl.protocol import (
 __version__ = "0.1.0"
 
 # name -> module that defines it, imported on first attribute access
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "Client": "concordctl.client",
+    "EventStream": "concordctl.stream",
+    "Settings": "concordctl.config",
+    "StreamState": "concordctl.stream",
+}
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    from concordctl.client import Client
+    from concordctl.config import Settings
+    from concordctl.stream import EventStream, StreamState
 
 
 def __getattr__(name: str) -> Any:
@@ -81,8 +88,10 @@ __all__ = [
     "ChatReactionsUpdated",
     "ChatSent",
     "ChatTyping",
+    "Client",
     "ConcordError",
     "Event",
+    "EventStream",
     "Forbidden",
     "FrameError",
     "FullChannel",
@@ -95,6 +104,8 @@ __all__ = [
     "Reactions",
     "Server",
     "ServerError",
+    "Settings",
+    "StreamState",
     "TimedOut",
     "UnknownEvent",
     "Unreachable",

@@ -1,0 +1,613 @@
+"""The live event stream: ``/client?token=`` over ``websockets``, kept alive.
+
+``EventStream`` yields typed events (:mod:`concordctl.protocol`) for as long
+as the caller iterates:
+
+* It reconnects after any drop, forever, with capped exponential backoff and
+  jitter. A handshake answered 401 renews the token (once per attempt) when
+  credentials are known; only a definite authentication failure ends the
+  stream (``NotAuthenticated``). ``on_state`` sees every state change as a
+  :class:`StreamState`.
+* Concord has no resume, so after each reconnect the stream asks
+  ``GET /chats?after=...`` for the chats it missed (per channel when filtered,
+  paging until an empty page), and yields first a :class:`~protocol.Gap`
+  (``since``..``until``: edits, deletions, reactions and typing in that
+  interval are lost) and then the missed chats, oldest first, as ``ChatSent``
+  with ``recovered=True``. ``createdAt`` is the sender's clock, so the query
+  starts ``recovery_margin`` seconds before the last moment the connection
+  was known alive and the results are de-duplicated by chat id (also against
+  the live chats that follow). ``since=`` (a chat id) or ``since_time=``
+  (epoch ms) start the stream with that recovery.
+* Keepalive: while the consumer waits for events, a ping is sent every
+  ``ping_interval`` seconds; no pong within ``ping_timeout`` closes the
+  connection, so a silently dead connection is replaced within
+  ``ping_interval + ping_timeout`` seconds.
+* A malformed frame is logged (one warning per minute at most, with a count)
+  and skipped; an unknown type is yielded as :class:`~protocol.UnknownEvent`.
+
+Backpressure and its limit: there is no unbounded queue. Frames wait in
+websockets' buffer (``max_queue`` frames, default 64, each at most
+``max_size`` bytes, default 8 MiB) and in the kernel's socket buffers; when
+they are full the stream stops reading the socket and TCP pushes back on the
+server. While the consumer is stalled no keepalive ping is judged. A server
+that gives up on a stalled client closes the connection; the stream then
+reconnects when the consumer comes back and recovers the chats (with a Gap).
+A frame larger than ``max_size`` closes the connection (code 1009) and is
+handled the same way.
+
+The hot path is one ``recv`` (bytes, no UTF-8 pass), one msgspec decode and a
+set lookup per event: no task, queue hop, copy or log call per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from concordctl import protocol as p
+from concordctl.backoff import Backoff
+from concordctl.errors import ConcordError, NotAuthenticated, Unreachable, redact_url
+
+__all__ = [
+    "SNOWFLAKE_EPOCH_MS",
+    "EventStream",
+    "SeenChats",
+    "StreamState",
+    "WarnLimiter",
+    "recover_missed_chats",
+    "select_recovered",
+    "snowflake_time",
+]
+
+log = logging.getLogger("concordctl.stream")
+
+#: Upstream's snowflake epoch (2021-10-10T00:00:00Z); ids carry ms since it << 22.
+SNOWFLAKE_EPOCH_MS = 1_633_824_000_000
+
+StateName = Literal["connecting", "connected", "reconnecting", "closed"]
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """A state change of the stream, for ``on_state`` callbacks.
+
+    ``attempt`` counts the connection attempts since the last success;
+    ``delay`` is the wait before the next one (reconnecting); ``error`` says
+    why the previous connection or attempt ended.
+    """
+
+    state: StateName
+    attempt: int = 0
+    delay: float | None = None
+    error: str | None = None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def snowflake_time(chat_id: int) -> int:
+    """Epoch ms encoded in an upstream-style snowflake id (a best guess)."""
+    return (chat_id >> 22) + SNOWFLAKE_EPOCH_MS
+
+
+class SeenChats:
+    """The ids of the recent chats already yielded, in bounded memory.
+
+    Two generations of at most ``window`` ids each: when the current one is
+    full it becomes the old one and the oldest generation is forgotten;
+    ``floor`` remembers the largest id forgotten, and any chat at or below it
+    counts as seen (ids grow with time, so it is older than everything kept).
+    """
+
+    __slots__ = ("current", "floor", "old", "window")
+
+    def __init__(self, window: int = 10_000) -> None:
+        self.window = window
+        self.current: set[int] = set()
+        self.old: set[int] = set()
+        self.floor = -1
+
+    def __contains__(self, chat_id: int) -> bool:
+        return chat_id in self.current or chat_id in self.old or chat_id <= self.floor
+
+    def add(self, chat_id: int) -> bool:
+        """Record ``chat_id``; False if it was already seen (a duplicate)."""
+        if chat_id in self.current or chat_id in self.old or chat_id <= self.floor:
+            return False
+        cur = self.current
+        cur.add(chat_id)
+        if len(cur) >= self.window:
+            if self.old:
+                self.floor = max(self.floor, max(self.old))
+            self.old = cur
+            self.current = set()
+        return True
+
+    def __len__(self) -> int:
+        return len(self.current) + len(self.old)
+
+
+def select_recovered(
+    chats: Iterable[p.Chat], seen: SeenChats, *, after_id: int | None = None
+) -> list[p.Chat]:
+    """The chats not yet yielded, oldest (smallest id) first, each once.
+
+    Sorted by id, not ``createdAt``: ids are assigned by the server in the
+    order it stored the chats, which is the order the live stream uses.
+    """
+    fresh: dict[int, p.Chat] = {}
+    for chat in chats:
+        cid = chat.id
+        if cid in seen or (after_id is not None and cid <= after_id):
+            continue
+        fresh[cid] = chat
+    return [fresh[cid] for cid in sorted(fresh)]
+
+
+class FetchChats(Protocol):
+    """One page of ``GET /chats`` (newest first)."""
+
+    def __call__(
+        self, *, channel_id: int | None, after: int, page: int, size: int
+    ) -> Awaitable[list[p.Chat]]: ...
+
+
+async def recover_missed_chats(
+    fetch: FetchChats,
+    *,
+    after: int,
+    channel_ids: Sequence[int] | None,
+    page_size: int = 100,
+    max_pages: int = 10_000,
+) -> list[p.Chat]:
+    """Every chat with ``createdAt > after`` (per channel if given), unordered.
+
+    Pages until a page is empty (not merely short: a server may cap ``size``)
+    or brings nothing new (a server that ignores ``page``). Newest-first pages
+    with chats arriving meanwhile shift older chats to later pages, which
+    repeats some (de-duplicated by the caller) but skips none.
+    """
+    found: dict[int, p.Chat] = {}
+    for channel_id in channel_ids if channel_ids else [None]:
+        for page in range(max_pages):
+            chats = await fetch(channel_id=channel_id, after=after, page=page, size=page_size)
+            before = len(found)
+            for chat in chats:
+                found[chat.id] = chat
+            if not chats or len(found) == before:
+                break
+        else:
+            log.warning("recovery stopped after %d pages of channel %s", max_pages, channel_id)
+    return list(found.values())
+
+
+class WarnLimiter:
+    """Log a warning at most once per ``interval`` seconds, counting the rest."""
+
+    __slots__ = ("interval", "last", "suppressed")
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self.last = float("-inf")
+        self.suppressed = 0
+
+    def warn(self, logger: logging.Logger, msg: str, *args: object) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.suppressed += 1
+            return False
+        if self.suppressed:
+            msg += " (%d similar warnings suppressed)"
+            args = (*args, self.suppressed)
+        self.last, self.suppressed = now, 0
+        logger.warning(msg, *args)
+        return True
+
+
+class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets' debug log prints the request line (``/client?token=...``)."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            msg = redact_url(msg)
+            args = tuple(redact_url(a) if isinstance(a, str | bytes) else a for a in args)
+            self.logger.log(level, msg, *args, **kwargs)
+
+
+_CHANNEL_EVENTS = (p.ChatEdited, p.ChatDeleted, p.ChatReactionsUpdated, p.ChatTyping)
+
+
+class _RecoveryFailed(Exception):
+    """Recovery after a reconnect failed for a reason worth reconnecting over."""
+
+
+class EventStream:
+    """An async iterable of events; see the module docstring. Iterate once.
+
+    ``get_token()`` returns a current token (logging in if needed);
+    ``renew_token(stale)`` forces a new one or raises ``NotAuthenticated``;
+    ``fetch_chats`` and ``get_chat`` are the REST calls used for recovery.
+    """
+
+    def __init__(
+        self,
+        ws_url: str,
+        *,
+        get_token: Callable[[], Awaitable[str]],
+        renew_token: Callable[[str], Awaitable[str]] | None = None,
+        can_renew: Callable[[], bool] = lambda: False,
+        fetch_chats: FetchChats | None = None,
+        get_chat: Callable[[int], Awaitable[p.Chat]] | None = None,
+        resolve_channels: Callable[[], Awaitable[Sequence[int] | None]] | None = None,
+        since: int | None = None,
+        since_time: int | None = None,
+        on_state: Callable[[StreamState], object] | None = None,
+        ssl: Any = None,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 10.0,
+        open_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        max_queue: int = 64,
+        max_size: int = 8 * 2**20,
+        recovery_margin: float = 120.0,
+        recovery_page_size: int = 100,
+        seen_window: int = 10_000,
+    ) -> None:
+        self.ws_url = ws_url
+        self._get_token = get_token
+        self._renew_token = renew_token
+        self._can_renew = can_renew
+        self._fetch_chats = fetch_chats
+        self._get_chat = get_chat
+        self._resolve_channels = resolve_channels
+        self._since = since
+        self._since_time = since_time
+        self._on_state = on_state
+        self._ssl = ssl
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.open_timeout = open_timeout
+        self.backoff = backoff or Backoff(base=0.5, cap=30.0)
+        self.max_queue = max_queue
+        self.max_size = max_size
+        self.recovery_margin_ms = int(recovery_margin * 1000)
+        self.recovery_page_size = recovery_page_size
+        self.seen = SeenChats(seen_window)
+        self._channels: frozenset[int] | None = None
+        self._channel_list: list[int] | None = None
+        self._ws: ClientConnection | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._alive_at = 0  # epoch ms when the connection was last known alive
+        self._bad_frames = WarnLimiter()
+        self._iterating = False
+        self._closed = False
+        self._gen: AsyncIterator[p.Event] | None = None
+        self.state = StreamState("connecting")
+        self.reconnects = 0
+
+    def __repr__(self) -> str:
+        return f"EventStream(url={redact_url(self.ws_url)!r}, state={self.state.state!r})"
+
+    def __aiter__(self) -> AsyncIterator[p.Event]:
+        if self._gen is None:
+            if self._iterating:
+                raise RuntimeError("an EventStream can be iterated only once")
+            self._iterating = True
+            self._gen = self._events()
+        return self._gen
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the stream and close its connection (idempotent)."""
+        self._closed = True
+        gen, self._gen = self._gen, None
+        if gen is not None:
+            with contextlib.suppress(RuntimeError):  # already running elsewhere
+                await gen.aclose()  # type: ignore[attr-defined]
+        await self._drop_connection()
+        if self.state.state != "closed":
+            self._set_state(StreamState("closed"))
+
+    @property
+    def connected(self) -> bool:
+        ws = self._ws
+        return ws is not None and ws.protocol.state.name == "OPEN"
+
+    async def send_frame(self, frame: p.ClientFrame) -> None:
+        """Send a client frame over the open socket (Unreachable if none)."""
+        ws = self._ws
+        if ws is None or not self.connected:
+            raise Unreachable(
+                "the event stream is not connected", hint="retry when it is, or use REST"
+            )
+        try:
+            await ws.send(p.encode_client_frame(frame).decode())
+        except ConnectionClosed as exc:
+            raise Unreachable(
+                f"the event stream closed while sending ({exc})", hint="retry or use REST"
+            ) from None
+
+    # ------------------------------------------------------------------
+    # States
+    # ------------------------------------------------------------------
+
+    def _set_state(self, state: StreamState) -> None:
+        self.state = state
+        log.info(
+            "stream %s%s%s%s",
+            state.state,
+            f" attempt {state.attempt}" if state.attempt else "",
+            f" in {state.delay:.2f} s" if state.delay is not None else "",
+            f" ({state.error})" if state.error else "",
+        )
+        if self._on_state is not None:
+            try:
+                self._on_state(state)
+            except Exception:
+                log.exception("on_state callback failed")
+
+    # ------------------------------------------------------------------
+    # Connecting
+    # ------------------------------------------------------------------
+
+    async def _open(self, token: str) -> ClientConnection:
+        return await websockets.connect(
+            f"{self.ws_url}?token={token}",  # the token must be the last parameter
+            ssl=self._ssl,
+            open_timeout=self.open_timeout,
+            ping_interval=None,  # our own keepalive, which knows a stalled consumer
+            close_timeout=2.0,
+            max_size=self.max_size,
+            max_queue=self.max_queue,
+            proxy=None,
+            logger=_RedactingLogger(logging.getLogger("concordctl.stream.ws"), {}),
+            user_agent_header="concordctl",
+        )
+
+    async def _attempt(self) -> ClientConnection:
+        """One connection attempt, renewing the token once on a 401 handshake."""
+        token = await self._get_token()
+        try:
+            return await self._open(token)
+        except InvalidStatus as exc:
+            if exc.response.status_code != 401:
+                raise
+        if self._renew_token is None or not self._can_renew():
+            raise NotAuthenticated(
+                "the event stream was refused: the token is expired or invalid",
+                hint="run 'concordctl login' or set a fresh CONCORD_TOKEN",
+                status=401,
+            )
+        log.info("websocket handshake got 401; renewing the token")
+        token = await self._renew_token(token)
+        try:
+            return await self._open(token)
+        except InvalidStatus as exc:
+            if exc.response.status_code == 401:
+                raise NotAuthenticated(
+                    "the event stream was refused even with a fresh token",
+                    hint="check the user's credentials and the server",
+                    status=401,
+                ) from None
+            raise
+
+    async def connect_once(self) -> ClientConnection:
+        """One connection (no retries), for a caller that sends a frame and leaves."""
+        try:
+            return await self._attempt()
+        except InvalidStatus as exc:
+            raise Unreachable(
+                f"websocket {redact_url(self.ws_url)} refused: HTTP {exc.response.status_code}",
+                hint="retry later",
+            ) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise Unreachable(
+                f"cannot open websocket {redact_url(self.ws_url)}: {type(exc).__name__}",
+                hint="is the server running? check --server",
+            ) from None
+
+    async def _connect(self, first: bool, error: str | None) -> ClientConnection | None:
+        """Connect, retrying forever; raises only NotAuthenticated. None: closed."""
+        attempt = 0
+        while True:
+            if self._closed:
+                return None
+            if attempt or not first:
+                delay = self.backoff.delay(attempt)
+                attempt += 1
+                self._set_state(StreamState("reconnecting", attempt, delay, error))
+                await asyncio.sleep(delay)
+            else:
+                attempt += 1
+                self._set_state(StreamState("connecting", attempt))
+            try:
+                ws = await self._attempt()
+            except NotAuthenticated:
+                raise
+            except InvalidStatus as exc:
+                error = f"handshake answered HTTP {exc.response.status_code}"
+            except (OSError, TimeoutError, InvalidHandshake, ConcordError) as exc:
+                error = redact_url(f"{type(exc).__name__}: {exc}".strip(": "))
+            else:
+                self._ws = ws
+                self._alive_at = now_ms()
+                self._set_state(StreamState("connected", attempt))
+                self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive(ws))
+                return ws
+
+    async def _drop_connection(self) -> None:
+        task, self._keepalive_task = self._keepalive_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _keepalive(self, ws: ClientConnection) -> None:
+        """Ping while the consumer waits; close a connection that stays silent."""
+        interval, timeout = self.ping_interval, self.ping_timeout
+        while True:
+            await asyncio.sleep(interval)
+            transport = ws.transport
+            if transport is None or transport.is_closing():
+                return
+            if not transport.is_reading():
+                # The consumer is behind and websockets paused the socket: a
+                # pong could not be read now, which says nothing about the
+                # connection. Judge it once the consumer has caught up.
+                continue
+            sent = now_ms()
+            try:
+                pong = await ws.ping()
+                async with asyncio.timeout(timeout):
+                    await pong
+            except TimeoutError:
+                log.warning("no pong within %.1f s: replacing the connection", timeout)
+                transport.abort()
+                return
+            except ConnectionClosed:
+                return
+            self._alive_at = sent
+
+    # ------------------------------------------------------------------
+    # Recovery
+    # ------------------------------------------------------------------
+
+    async def _fetch_page(
+        self, *, channel_id: int | None, after: int, page: int, size: int
+    ) -> list[p.Chat]:
+        assert self._fetch_chats is not None
+        return await self._fetch_chats(channel_id=channel_id, after=after, page=page, size=size)
+
+    async def _recover(self, after: int, after_id: int | None) -> list[p.Chat]:
+        if self._fetch_chats is None:
+            return []
+        try:
+            chats = await recover_missed_chats(
+                self._fetch_page,
+                after=after,
+                channel_ids=self._channel_list,
+                page_size=self.recovery_page_size,
+            )
+        except NotAuthenticated:
+            raise
+        except ConcordError as exc:
+            raise _RecoveryFailed(str(exc)) from None
+        return select_recovered(chats, self.seen, after_id=after_id)
+
+    async def _cursor_time(self) -> tuple[int | None, int | None]:
+        """(after ms for the query, since ms for the Gap) from since/since_time."""
+        if self._since is not None:
+            when = snowflake_time(self._since)
+            if self._get_chat is not None:
+                try:
+                    chat = await self._get_chat(self._since)
+                    when = min(when, chat.created_at)
+                except ConcordError as exc:  # deleted meanwhile: the id's time will do
+                    log.info("cursor chat %d: %s; using the time in its id", self._since, exc)
+            return when - self.recovery_margin_ms, when
+        if self._since_time is not None:
+            return self._since_time, self._since_time
+        return None, None
+
+    # ------------------------------------------------------------------
+    # The iteration
+    # ------------------------------------------------------------------
+
+    async def _events(self) -> AsyncIterator[p.Event]:
+        try:
+            if self._resolve_channels is not None:
+                ids = await self._resolve_channels()
+                if ids is not None:
+                    self._channel_list = list(dict.fromkeys(ids))
+                    self._channels = frozenset(self._channel_list)
+            query_after, gap_since = await self._cursor_time()
+            after_id = self._since
+            first = True
+            error: str | None = None
+            # Locals for the per-event loop below, which is what the benchmark measures.
+            decode = p.decode_event
+            seen_add = self.seen.add
+            chat_sent = p.ChatSent
+            channels = self._channels
+            channel_events = _CHANNEL_EVENTS
+            frame_error = p.FrameError
+            bad_frames = self._bad_frames
+            while True:
+                ws = await self._connect(first, error)
+                if ws is None:
+                    return
+                opened = self._alive_at
+                if not first:
+                    self.reconnects += 1
+                    query_after = gap_since - self.recovery_margin_ms if gap_since else None
+                if query_after is not None and gap_since is not None:
+                    try:
+                        missed = await self._recover(query_after, after_id)
+                    except _RecoveryFailed as exc:
+                        error = f"recovery failed: {exc}"
+                        log.warning("%s; reconnecting", error)
+                        await self._drop_connection()
+                        first = False
+                        continue
+                    yield p.Gap(since=gap_since, until=opened)
+                    for chat in missed:
+                        if seen_add(chat.id):
+                            yield chat_sent(chat=chat, recovered=True)
+                after_id = None
+                first = False
+                recv = ws.recv
+                try:
+                    while True:
+                        data = await recv(False)
+                        try:
+                            ev = decode(data)
+                        except frame_error as exc:
+                            bad_frames.warn(
+                                log,
+                                "skipped a malformed frame (%d bytes): %s",
+                                len(data),
+                                str(exc)[:200],
+                            )
+                            continue
+                        if ev.__class__ is chat_sent:
+                            chat = ev.chat
+                            if not seen_add(chat.id):
+                                continue
+                            if channels is not None and chat.channel_id not in channels:
+                                continue
+                        elif (
+                            channels is not None
+                            and isinstance(ev, channel_events)
+                            and ev.channel_id not in channels
+                        ):
+                            continue
+                        yield ev
+                except ConnectionClosed as exc:
+                    code = exc.rcvd.code if exc.rcvd is not None else "no close frame"
+                    error = f"connection closed ({code})"
+                gap_since = self._alive_at
+                await self._drop_connection()
+        finally:
+            self._closed = True
+            await self._drop_connection()
+            if self.state.state != "closed":
+                self._set_state(StreamState("closed"))
