@@ -28,7 +28,6 @@ when a command builds one, so ``--help`` and ``--version`` stay fast.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +77,7 @@ CaCertOption = Annotated[
     Path | None,
     typer.Option(
         "--ca-cert",
-        help="PEM file of a private CA to trust for https:// and wss://. [env: SSL_CERT_FILE]",
+        help="PEM file of a private CA to trust for https:// and wss://. [env: CONCORD_CA_CERT]",
         show_default=False,
         exists=True,
         dir_okay=False,
@@ -89,7 +88,7 @@ InsecureOption = Annotated[
     bool,
     typer.Option(
         "--insecure",
-        help="Do not verify TLS certificates (anyone on the path can read the token).",
+        help="Do not verify TLS certificates (dangerous: warns on stderr).",
         rich_help_panel=_CONNECTION_PANEL,
     ),
 ]
@@ -119,13 +118,6 @@ class Connection:
         """A (not yet entered) :class:`concordctl.Client` for these flags."""
         from concordctl.client import Client
 
-        if self.insecure:
-            # Loud on purpose: the token travels over an unverified channel.
-            print(
-                "concordctl: warning: --insecure: TLS certificates are NOT verified; "
-                "anyone on the network path can read your token",
-                file=sys.stderr,
-            )
         return Client(
             self.server,
             username=username,
