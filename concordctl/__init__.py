@@ -54,13 +54,18 @@ __version__ = "0.1.0"
 
 # name -> module that defines it, imported on first attribute access
 _LAZY: dict[str, str] = {
+    "Bot": "concordctl.bot",
     "Client": "concordctl.client",
+    "Context": "concordctl.bot",
+    "SendLoopError": "concordctl.bot",
+    "SyncContext": "concordctl.bot",
     "EventStream": "concordctl.stream",
     "Settings": "concordctl.config",
     "StreamState": "concordctl.stream",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from concordctl.bot import Bot, Context, SendLoopError, SyncContext
     from concordctl.client import Client
     from concordctl.config import Settings
     from concordctl.stream import EventStream, StreamState
@@ -78,6 +83,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "EVENT_TYPES",
     "BadRequest",
+    "Bot",
     "Channel",
     "ChannelCreated",
     "ChannelDeleted",
@@ -90,6 +96,7 @@ __all__ = [
     "ChatTyping",
     "Client",
     "ConcordError",
+    "Context",
     "Event",
     "EventStream",
     "Forbidden",
@@ -102,10 +109,12 @@ __all__ = [
     "ProtocolViolation",
     "RateLimited",
     "Reactions",
+    "SendLoopError",
     "Server",
     "ServerError",
     "Settings",
     "StreamState",
+    "SyncContext",
     "TimedOut",
     "UnknownEvent",
     "Unreachable",

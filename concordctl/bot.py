@@ -1,0 +1,1720 @@
+"""Bots: decorators that route Concord events to handlers, and the loop that runs them.
+
+::
+
+    bot = Bot(prefix="!")
+
+    @bot.on("chat_sent", channel="general", match=r"deploy (\\S+)")
+    async def deploys(event: ChatSent, match: re.Match[str]) -> None: ...
+
+    @bot.command("ping")
+    async def ping(ctx: Context) -> None:
+        await ctx.reply("pong")
+
+    bot.run()
+
+How events are dispatched (the promises handlers can rely on):
+
+* Every event goes to every handler whose type and filters match it, in the
+  order the handlers were registered.
+* **Ordering.** Each handler has one *lane* per channel (events without a
+  channel share one lane): a handler sees the events of one channel one at a
+  time, in stream order. Lanes of different handlers or channels run
+  concurrently, so a slow handler delays only its own lane.
+* **Bounded concurrency.** At most ``concurrency`` lanes (default 64) run
+  handler code at once; more wait for a slot. At most ``max_backlog`` events
+  (default 10,000) wait in lanes; beyond that the bot stops reading the stream
+  until handlers catch up (backpressure instead of unbounded memory).
+* **Isolation.** A handler that raises is logged with its traceback and the
+  event (and appended to the dead-letter file, if any); a handler that runs
+  past its ``timeout`` (default 60 s, checked a few times per timeout) is
+  cancelled and logged. Either way the bot and the other handlers go on.
+* Plain ``def`` handlers run in a worker thread (one pool of ``concurrency``
+  threads) so they cannot block the event loop; they get a
+  :class:`SyncContext` whose ``reply`` etc. block. A thread cannot be killed:
+  after a timeout the bot stops waiting for it and moves on.
+* A lane is drained by one task per burst, not one task per event: a trivial
+  handler costs a function call, which keeps dispatch near the stream's speed.
+
+Operations: a watchdog reopens a stream that has been silent for
+``watchdog`` seconds (recovering missed chats from the last chat id seen);
+``health_file`` is touched every second while the bot is connected and not
+stalled; ``dead_letters`` collects events whose handler failed, as NDJSON that
+``concordctl run --replay`` feeds back; sends are rate limited (``send_rate``
+per second, ``send_burst`` at once) and a handler answering the bot's own
+chats in a loop is stopped (:class:`SendLoopError`) with a clear warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import difflib
+import inspect
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+from concordctl.errors import ConcordError, UsageError
+from concordctl.protocol import (
+    EVENT_CLASSES,
+    EVENT_TYPES,
+    ChannelCreated,
+    ChannelsUpdated,
+    Chat,
+    ChatSent,
+    Event,
+    UnknownEvent,
+    encode_event,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from concordctl.client import Client
+
+__all__ = ["Bot", "Context", "EventSource", "SendLoopError", "SyncContext"]
+
+log = logging.getLogger("concordctl.bot")
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+#: Where a bot's events come from: an async iterable (tests, replays), or a
+#: factory called with the last chat id seen, so the bot can reopen the stream
+#: (the watchdog does) and recover what it missed.
+EventSource = AsyncIterable[Event] | Callable[[int | None], AsyncIterator[Event]]
+
+#: Called for each write in dry-run mode instead of doing it: (action, details).
+WriteHook = Callable[[str, dict[str, Any]], None]
+
+_ANY: Any = object()  # "no thread filter" (None means "not in a thread")
+_CONTENT_TYPES = frozenset(("chat_sent", "chat_edited"))
+_AUTHOR_TYPES = frozenset(
+    ("chat_sent", "chat_typing", "user_joined", "user_left", "user_status_updated")
+)
+_CHANNEL_TYPES = frozenset(
+    (
+        "chat_sent",
+        "chat_edited",
+        "chat_deleted",
+        "chat_reactions_updated",
+        "chat_typing",
+        "channel_created",
+        "channel_deleted",
+        "channels_updated",
+    )
+)
+_THREAD_TYPES = frozenset(
+    ("chat_sent", "chat_edited", "chat_deleted", "chat_reactions_updated", "chat_typing")
+)
+_DEAD_LETTER_KEY = "concordctlDeadLetter"
+
+# True while the event being handled is a chat the bot wrote itself: the loop
+# guard counts sends made in that state.
+_answering_self: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "concordctl_answering_self", default=False
+)
+# Set by `concordctl run` while it imports a bot file, so that a module-level
+# `bot.run()` does not start a second bot.
+_loading: contextvars.ContextVar[bool] = contextvars.ContextVar("concordctl_loading", default=False)
+
+
+class SendLoopError(ConcordError):
+    """A handler kept answering the bot's own chats: the send was refused."""
+
+
+# --------------------------------------------------------------------------
+# Handler contexts
+# --------------------------------------------------------------------------
+
+
+class Context:
+    """What a command handler gets: the chat, its arguments, and ways to answer.
+
+    ``"!deploy web 'blue green'"`` gives ``command == "deploy"``,
+    ``args == ["web", "blue green"]`` and ``text == "web 'blue green'"``.
+    """
+
+    __slots__ = ("args", "bot", "command", "event", "match", "prefix", "text")
+
+    def __init__(
+        self,
+        bot: Bot,
+        event: ChatSent,
+        command: str,
+        args: list[str],
+        text: str,
+        prefix: str,
+        match: re.Match[str] | None = None,
+    ) -> None:
+        self.bot = bot
+        self.event = event
+        self.command = command
+        self.args = args
+        self.text = text
+        self.prefix = prefix
+        self.match = match
+
+    @property
+    def chat(self) -> Chat:
+        return self.event.chat
+
+    @property
+    def recovered(self) -> bool:
+        """True for a chat recovered after a reconnect (it may be old news)."""
+        return self.event.recovered
+
+    @property
+    def client(self) -> Client:
+        return self.bot.client
+
+    async def reply(self, text: str) -> Chat:
+        """Send ``text`` to the chat's channel (and thread)."""
+        chat = self.event.chat
+        return await self.bot.client.send_chat(chat.channel_id, text, thread_id=chat.thread_id)
+
+    async def react(self, reaction: str) -> None:
+        """Add a reaction to the chat."""
+        await self.bot.client.react(self.event.chat.id, reaction)
+
+    async def typing(self) -> None:
+        """Show "typing" in the chat's channel."""
+        chat = self.event.chat
+        await self.bot.client.typing(chat.channel_id, thread_id=chat.thread_id)
+
+    def __repr__(self) -> str:
+        return f"Context(command={self.command!r}, args={self.args!r}, chat_id={self.chat.id})"
+
+
+class SyncContext:
+    """The context of a plain ``def`` command handler: the same, but blocking.
+
+    It runs in a worker thread; ``run(coro)`` runs any client coroutine on the
+    bot's loop and waits for it, e.g. ``ctx.run(ctx.client.users())``.
+    """
+
+    __slots__ = ("_ctx", "_loop")
+
+    def __init__(self, ctx: Context, loop: asyncio.AbstractEventLoop) -> None:
+        self._ctx = ctx
+        self._loop = loop
+
+    bot = property(lambda self: self._ctx.bot)
+    event = property(lambda self: self._ctx.event)
+    chat = property(lambda self: self._ctx.chat)
+    command = property(lambda self: self._ctx.command)
+    args = property(lambda self: self._ctx.args)
+    text = property(lambda self: self._ctx.text)
+    prefix = property(lambda self: self._ctx.prefix)
+    match = property(lambda self: self._ctx.match)
+    recovered = property(lambda self: self._ctx.recovered)
+    client = property(lambda self: self._ctx.client)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def reply(self, text: str) -> Chat:
+        return self.run(self._ctx.reply(text))
+
+    def react(self, reaction: str) -> None:
+        self.run(self._ctx.react(reaction))
+
+    def typing(self) -> None:
+        self.run(self._ctx.typing())
+
+    def __repr__(self) -> str:
+        return "Sync" + repr(self._ctx)
+
+
+# --------------------------------------------------------------------------
+# The registry: what handlers exist and what they accept
+# --------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One handler's queue for one channel: events handled one at a time, in order."""
+
+    listener: _Listener
+    key: int | None
+    items: deque[tuple[Event, Any, bool]] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    current: Event | None = None
+    started: float = 0.0
+    cancelling: Event | None = None  # the event the timeout cancelled
+
+
+@dataclass(eq=False)
+class _Listener:
+    """A registered handler and its filters (``on`` and ``command`` alike)."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    order: int
+    types: frozenset[str] | None  # None: every type ("*")
+    unknown_only: bool = False
+    channel_ref: int | str | None = None
+    author_ref: int | str | None = None
+    pattern: re.Pattern[str] | None = None
+    thread: Any = _ANY
+    include_self: bool | None = None  # None: the bot's setting
+    recovered: bool = True
+    timeout: float | None = None
+    pass_match: bool = False
+    command: tuple[str, ...] = ()  # names, for commands
+    doc: str = ""
+    # resolved at start
+    channel_id: int | None = None
+    author_id: int | None = None
+    lanes: dict[int | None, _Lane] = field(default_factory=dict)
+
+    @property
+    def filtered(self) -> bool:
+        return (
+            self.channel_ref is not None
+            or self.author_ref is not None
+            or self.pattern is not None
+            or self.thread is not _ANY
+            or not self.recovered
+        )
+
+
+@dataclass(eq=False)
+class _Periodic:
+    name: str
+    fn: Callable[[], Any]
+    is_async: bool
+    seconds: float
+    now: bool
+
+
+@dataclass(eq=False)
+class _Hook:
+    name: str
+    fn: Callable[[], Any]
+    is_async: bool
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+def _positional_count(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(1 for p in params if p.kind in kinds)
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or fn)
+
+
+def _valid_types_text() -> str:
+    return ", ".join(sorted(EVENT_TYPES)) + ', or "*" for every event'
+
+
+def _event_types(event_type: str | type[Any]) -> tuple[frozenset[str] | None, bool]:
+    """(the wire types a registration covers or None for all, unknown-only)."""
+    if isinstance(event_type, str):
+        if event_type == "*":
+            return None, False
+        if event_type in EVENT_TYPES:
+            return frozenset((event_type,)), False
+        close = difflib.get_close_matches(event_type, sorted(EVENT_TYPES), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(
+            f"unknown event type {event_type!r}",
+            hint=f"{hint}valid types: {_valid_types_text()}",
+        )
+    if event_type is UnknownEvent:
+        return frozenset(), True
+    for name, cls in EVENT_CLASSES.items():
+        if event_type is cls:
+            return frozenset((name,)), False
+    raise UsageError(
+        f"not an event type: {event_type!r}",
+        hint=f"pass a type name or an event class; valid types: {_valid_types_text()}",
+    )
+
+
+def _check_filter(types: frozenset[str] | None, allowed: frozenset[str], what: str) -> None:
+    if types is None:  # "*": the filter applies to the events that have the field
+        return
+    missing = sorted(types - allowed)
+    if missing:
+        raise UsageError(
+            f"{what} cannot filter {', '.join(missing)} events (they have no such field)",
+            hint=f"{what} applies to {', '.join(sorted(allowed))}",
+        )
+
+
+def _channel_of(ev: Any) -> int | None:
+    cls = ev.__class__
+    if cls is ChatSent:
+        return ev.chat.channel_id  # type: ignore[no-any-return]
+    if cls is ChannelCreated or cls is ChannelsUpdated:
+        return cast(int, ev.channel.id)
+    if cls is UnknownEvent:
+        value = ev.data.get("channelId")
+        return value if isinstance(value, int) else None
+    return getattr(ev, "channel_id", None)
+
+
+def _author_of(ev: Any) -> int | None:
+    if ev.__class__ is ChatSent:
+        return ev.chat.author_id
+    if ev.__class__ is UnknownEvent:
+        value = ev.data.get("userId")
+        return value if isinstance(value, int) else None
+    return getattr(ev, "user_id", None)
+
+
+def _content_of(ev: Any) -> str | None:
+    if ev.__class__ is ChatSent:
+        return ev.chat.content
+    content = getattr(ev, "content", None)
+    return content if isinstance(content, str) else None
+
+
+def _thread_of(ev: Any) -> Any:
+    if ev.__class__ is ChatSent:
+        return ev.chat.thread_id
+    return getattr(ev, "thread_id", _ANY)
+
+
+_NO = object()  # a filter rejected the event
+
+
+def describe(ev: Event) -> str:
+    """One line about an event for logs: type, ids, and the start of the content."""
+    if isinstance(ev, ChatSent):
+        c = ev.chat
+        text = c.content if len(c.content) <= 60 else c.content[:57] + "..."
+        rec = " (recovered)" if ev.recovered else ""
+        return f"chat_sent #{c.id} in channel {c.channel_id} by {c.author_id}{rec}: {text!r}"
+    if isinstance(ev, UnknownEvent):
+        return f"{ev.type} (unknown type)"
+    parts = [ev.type]
+    for attr in ("chat_id", "channel_id", "user_id"):
+        value = getattr(ev, attr, None)
+        if value is not None:
+            parts.append(f"{attr}={value}")
+    return " ".join(parts)
+
+
+def parse_command(content: str, prefix: str) -> tuple[str, list[str], str] | None:
+    """``"!deploy web 'a b'"`` -> ``("deploy", ["web", "a b"], "web 'a b'")``.
+
+    Quoting is shell-like (``shlex``); text with an unbalanced quote falls back
+    to splitting on whitespace rather than being dropped. None when the content
+    is not a command (no prefix, or nothing after it).
+    """
+    if not content.startswith(prefix):
+        return None
+    body = content[len(prefix) :]
+    if not body or body[0].isspace():
+        return None
+    first_ws = re.search(r"\s", body)
+    if first_ws is not None:
+        head, rest = body[: first_ws.start()], body[first_ws.end() :]
+    else:
+        head, rest = body, ""
+    rest = rest.strip()
+    try:
+        args = shlex.split(rest)
+    except ValueError:  # unbalanced quotes: take the words as they are
+        args = rest.split()
+    return head.lower(), args, rest
+
+
+# --------------------------------------------------------------------------
+# Writes: rate limit, loop guard, dry run
+# --------------------------------------------------------------------------
+
+
+class _SendGuard:
+    """Paces the bot's writes and stops self-answer loops.
+
+    Rate: a GCRA token bucket, ``rate`` writes per second with bursts of
+    ``burst``; a write over the rate waits (with one warning per episode)
+    rather than being dropped. Loop: more than ``loop_limit`` writes within
+    ``loop_window`` seconds made while handling the bot's own chats raise
+    :class:`SendLoopError`.
+    """
+
+    def __init__(self, rate: float, burst: int, loop_limit: int, loop_window: float) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.loop_limit = loop_limit
+        self.loop_window = loop_window
+        self._tat = 0.0
+        self._self_sends: deque[float] = deque()
+        self._warned_at = -1e9
+        self.throttled = 0
+
+    async def acquire(self, action: str) -> None:
+        now = time.monotonic()
+        if _answering_self.get():
+            window = self._self_sends
+            while window and now - window[0] > self.loop_window:
+                window.popleft()
+            if len(window) >= self.loop_limit:
+                log.warning(
+                    "loop guard: refused a %s made while handling the bot's own chat "
+                    "(more than %d in %.0f s); a handler is answering itself in a loop",
+                    action,
+                    self.loop_limit,
+                    self.loop_window,
+                )
+                raise SendLoopError(
+                    f"refused {action}: handler answers the bot's own chats in a loop",
+                    hint="register it with include_self=False or check event.chat.author_id",
+                )
+            window.append(now)
+        if self.rate <= 0:
+            return
+        interval = 1.0 / self.rate
+        tat = max(self._tat, now)
+        wait = tat - now - (self.burst - 1) * interval
+        self._tat = tat + interval
+        if wait > 0:
+            self.throttled += 1
+            if now - self._warned_at > 30.0:
+                self._warned_at = now
+                log.warning(
+                    "throttling: the bot is writing faster than %g per second "
+                    "(burst %d); writes are delayed to stay under it",
+                    self.rate,
+                    self.burst,
+                )
+            await asyncio.sleep(wait)
+
+
+class _GuardedClient:
+    """The bot's view of its Client: writes are paced, and printed in a dry run.
+
+    Everything else is passed through unchanged.
+    """
+
+    def __init__(self, client: Any, guard: _SendGuard, dry_run: WriteHook | None) -> None:
+        self._client = client
+        self._guard = guard
+        self._dry = dry_run
+        self._fake_ids = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            raise UsageError(
+                f"bot.client.{name} is not available in an offline dry run",
+                hint="give --server (and credentials) so reads can reach a server",
+            )
+        return getattr(self._client, name)
+
+    async def _write(self, action: str, details: dict[str, Any]) -> bool:
+        """Pace the write; True when it should really be done."""
+        await self._guard.acquire(action)
+        if self._dry is not None:
+            self._dry(action, details)
+            return False
+        return True
+
+    def _fake_chat(self, channel: Any, content: str, thread_id: int | None) -> Chat:
+        self._fake_ids += 1
+        return Chat(
+            id=-self._fake_ids,
+            created_at=int(time.time() * 1000),
+            author_id=0,
+            channel_id=channel if isinstance(channel, int) else 0,
+            thread_id=thread_id,
+            content=content,
+            edited=False,
+            reactions={},
+        )
+
+    async def send_chat(
+        self,
+        channel: int | str,
+        content: str,
+        *,
+        thread_id: int | None = None,
+        sent_at: int | None = None,
+    ) -> Chat:
+        args = {"channel": channel, "content": content, "thread_id": thread_id}
+        if await self._write("send", args):
+            return cast(
+                Chat,
+                await self._client.send_chat(
+                    channel, content, thread_id=thread_id, sent_at=sent_at
+                ),
+            )
+        return self._fake_chat(channel, content, thread_id)
+
+    async def write(self, channel: int | str, content: str, thread_id: int | None = None) -> Any:
+        if await self._write("send", {"channel": channel, "content": content}):
+            return await self._client.write(channel, content, thread_id=thread_id)
+        return None
+
+    async def edit_chat(self, chat_id: int, content: str) -> Chat:
+        if await self._write("edit", {"chat_id": chat_id, "content": content}):
+            return cast(Chat, await self._client.edit_chat(chat_id, content))
+        return self._fake_chat(0, content, None)
+
+    async def delete_chat(self, chat_id: int) -> None:
+        if await self._write("delete", {"chat_id": chat_id}):
+            await self._client.delete_chat(chat_id)
+
+    async def react(self, chat_id: int, reaction: str) -> None:
+        if await self._write("react", {"chat_id": chat_id, "reaction": reaction}):
+            await self._client.react(chat_id, reaction)
+
+    async def unreact(self, chat_id: int, reaction: str) -> None:
+        if await self._write("unreact", {"chat_id": chat_id, "reaction": reaction}):
+            await self._client.unreact(chat_id, reaction)
+
+    async def react_frame(self, chat_id: int, reaction: str, adding: bool = True) -> None:
+        action = "react" if adding else "unreact"
+        if await self._write(action, {"chat_id": chat_id, "reaction": reaction}):
+            await self._client.react_frame(chat_id, reaction, adding=adding)
+
+    async def typing(self, channel: int | str, thread_id: int | None = None) -> None:
+        if await self._write("typing", {"channel": channel}):
+            await self._client.typing(channel, thread_id=thread_id)
+
+
+# --------------------------------------------------------------------------
+# Dead letters
+# --------------------------------------------------------------------------
+
+
+class _DeadLetters:
+    """Appends events whose handler failed to an NDJSON file.
+
+    Each line is the event as ``concordctl tail --json`` prints it, plus a
+    ``concordctlDeadLetter`` object (handler, error, time): ``--replay`` feeds
+    such a line to that handler only.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.count = 0
+
+    def add(self, ev: Event, handler: str, error: str) -> None:
+        try:
+            obj = json.loads(encode_event(ev))
+            obj[_DEAD_LETTER_KEY] = {
+                "handler": handler,
+                "error": error,
+                "at": int(time.time() * 1000),
+            }
+            line = json.dumps(obj, ensure_ascii=False) + "\n"
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line)
+            self.count += 1
+        except OSError as exc:
+            log.error("cannot write the dead-letter file %s: %s", self.path, exc)
+
+
+# --------------------------------------------------------------------------
+# The bot
+# --------------------------------------------------------------------------
+
+
+class Bot:
+    """A bot: handlers registered with decorators, run against a Concord server.
+
+    Arguments (all optional):
+
+    * ``prefix``: what starts a command (``"!"``).
+    * ``concurrency``: handler calls running at once (64); see the module doc.
+    * ``timeout``: seconds a handler may run before it is cancelled (60; None: no limit).
+    * ``grace``: seconds running handlers get to finish at shutdown (10).
+    * ``ignore_self``: skip chats the bot wrote itself (True); per handler ``include_self=True``.
+    * ``unknown_command``: ``"ignore"`` or ``"reply"`` (answers with a pointer to help).
+    * ``help_command``: provide ``!help`` listing commands and their docstrings (True).
+    * ``send_rate`` / ``send_burst``: writes per second and burst (5, 10).
+    * ``loop_limit``: writes allowed within 10 s while handling the bot's own chats (5).
+    * ``watchdog``: seconds of silence after which the stream is reopened (300; None: off).
+    * ``health_file``: path touched every second while connected and not stalled.
+    * ``dead_letters``: NDJSON file where events whose handler failed are appended.
+    * ``max_backlog``: events waiting in lanes before the stream is paused (10,000).
+    """
+
+    def __init__(
+        self,
+        prefix: str = "!",
+        *,
+        concurrency: int = 64,
+        timeout: float | None = 60.0,
+        grace: float = 10.0,
+        ignore_self: bool = True,
+        unknown_command: Literal["ignore", "reply"] = "ignore",
+        help_command: bool = True,
+        send_rate: float = 5.0,
+        send_burst: int = 10,
+        loop_limit: int = 5,
+        watchdog: float | None = 300.0,
+        health_file: str | os.PathLike[str] | None = None,
+        dead_letters: str | os.PathLike[str] | None = None,
+        max_backlog: int = 10_000,
+    ) -> None:
+        if concurrency < 1:
+            raise UsageError("concurrency must be at least 1")
+        if unknown_command not in ("ignore", "reply"):
+            raise UsageError("unknown_command must be 'ignore' or 'reply'")
+        self.prefix = prefix
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.grace = grace
+        self.ignore_self = ignore_self
+        self.unknown_command = unknown_command
+        self.help_command = help_command
+        self.send_rate = send_rate
+        self.send_burst = send_burst
+        self.loop_limit = loop_limit
+        self.watchdog = watchdog
+        self.health_file = health_file
+        self.dead_letters = dead_letters
+        self.max_backlog = max(1, max_backlog)
+
+        self._listeners: list[_Listener] = []
+        self._commands: dict[str, _Listener] = {}
+        self._periodic: list[_Periodic] = []
+        self._on_ready: list[_Hook] = []
+        self._on_shutdown: list[_Hook] = []
+        self._routes: dict[str, tuple[_Listener, ...]] = {}
+        self._unknown_route: tuple[_Listener, ...] | None = None
+        self._order = 0
+        self._help = _Listener(
+            name="help",
+            fn=self._builtin_help,
+            is_async=True,
+            order=-1,
+            types=frozenset(("chat_sent",)),
+            command=("help",),
+            doc="List the commands, or explain one: help [COMMAND].",
+        )
+        self._runtime: _Runtime | None = None
+        self._stop_early = False
+
+    # -- registration ----------------------------------------------------
+
+    def on(
+        self,
+        event_type: str | type[Any],
+        *,
+        channel: int | str | None = None,
+        author: int | str | None = None,
+        match: str | re.Pattern[str] | None = None,
+        thread: int | None = _ANY,
+        include_self: bool | None = None,
+        recovered: bool = True,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        """Register a handler for events of a type (a wire name, an event class, or "*").
+
+        Filters: ``channel`` (id or name), ``author`` (id or username),
+        ``match`` (regular expression searched in the content; a handler with
+        two parameters gets the match object as the second), ``thread`` (an id,
+        or None for "not in a thread"), ``recovered=False`` to skip chats
+        recovered after a reconnect. An unknown type name, or a filter the
+        type cannot have, is an error here rather than a handler that never runs.
+        """
+        types, unknown_only = _event_types(event_type)
+        pattern = self._compile(match)
+        if channel is not None:
+            _check_filter(types, _CHANNEL_TYPES, "channel=")
+        if author is not None:
+            _check_filter(types, _AUTHOR_TYPES, "author=")
+        if pattern is not None:
+            _check_filter(types, _CONTENT_TYPES, "match=")
+        if thread is not _ANY:
+            _check_filter(types, _THREAD_TYPES, "thread=")
+
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"@bot.on needs a function, got {fn!r}")
+            listener = _Listener(
+                name=_name_of(fn),
+                fn=fn,
+                is_async=_is_async(fn),
+                order=self._next_order(),
+                types=types,
+                unknown_only=unknown_only,
+                channel_ref=_ref(channel),
+                author_ref=_ref(author),
+                pattern=pattern,
+                thread=thread,
+                include_self=include_self,
+                recovered=recovered,
+                timeout=timeout,
+                pass_match=_positional_count(fn) >= 2,
+            )
+            self._listeners.append(listener)
+            self._routes.clear()
+            self._unknown_route = None
+            return fn
+
+        return register
+
+    def command(
+        self,
+        name: str | None = None,
+        *,
+        aliases: Iterable[str] = (),
+        channel: int | str | None = None,
+        author: int | str | None = None,
+        match: str | re.Pattern[str] | None = None,
+        thread: int | None = _ANY,
+        include_self: bool | None = None,
+        recovered: bool = True,
+        timeout: float | None = None,
+        help: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register a command: ``!name args...`` calls the handler with a :class:`Context`.
+
+        The name defaults to the function's; names are case-insensitive. The
+        docstring (or ``help=``) is what ``!help`` shows.
+        """
+        pattern = self._compile(match)
+        if isinstance(aliases, str):
+            aliases = (aliases,)
+
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"@bot.command needs a function, got {fn!r}")
+            names = tuple(n.lower() for n in (name or getattr(fn, "__name__", ""), *aliases))
+            for n in names:
+                if not n or any(ch.isspace() for ch in n):
+                    raise UsageError(f"invalid command name {n!r}")
+                if n in self._commands:
+                    raise UsageError(
+                        f"command {n!r} is already registered by {self._commands[n].name}"
+                    )
+            listener = _Listener(
+                name=_name_of(fn),
+                fn=fn,
+                is_async=_is_async(fn),
+                order=self._next_order(),
+                types=frozenset(("chat_sent",)),
+                channel_ref=_ref(channel),
+                author_ref=_ref(author),
+                pattern=pattern,
+                thread=thread,
+                include_self=include_self,
+                recovered=recovered,
+                timeout=timeout,
+                command=names,
+                doc=inspect.cleandoc(help or fn.__doc__ or ""),
+            )
+            for n in names:
+                self._commands[n] = listener
+            return fn
+
+        return register
+
+    def every(self, seconds: float, *, now: bool = False) -> Callable[[F], F]:
+        """Run a function every ``seconds`` while the bot runs (first after one
+        period, or at once with ``now=True``). A run that overruns delays the
+        next one; runs never overlap."""
+        if seconds <= 0:
+            raise UsageError("every(seconds=...) must be positive")
+
+        def register(fn: F) -> F:
+            self._periodic.append(_Periodic(_name_of(fn), fn, _is_async(fn), seconds, now))
+            return fn
+
+        return register
+
+    def on_ready(self, fn: F) -> F:
+        """Run once the bot is connected and listening (again after a --reload)."""
+        self._on_ready.append(_Hook(_name_of(fn), fn, _is_async(fn)))
+        return fn
+
+    def on_shutdown(self, fn: F) -> F:
+        """Run at shutdown, after running handlers finished or the grace period ended."""
+        self._on_shutdown.append(_Hook(_name_of(fn), fn, _is_async(fn)))
+        return fn
+
+    @property
+    def commands(self) -> dict[str, Callable[..., Any]]:
+        """Command names and aliases to their handlers (built-in help included)."""
+        found = {n: lst.fn for n, lst in self._commands.items()}
+        if self.help_command and "help" not in found:
+            found["help"] = self._help.fn
+        return found
+
+    def _next_order(self) -> int:
+        self._order += 1
+        return self._order
+
+    @staticmethod
+    def _compile(match: str | re.Pattern[str] | None) -> re.Pattern[str] | None:
+        if match is None or isinstance(match, re.Pattern):
+            return match
+        try:
+            return re.compile(match)
+        except re.error as exc:
+            raise UsageError(f"invalid match= regular expression {match!r}: {exc}") from None
+
+    # -- running ---------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        """The bot's connected Client (writes through it are rate limited)."""
+        rt = self._runtime
+        if rt is None or rt.client is None:
+            raise UsageError("bot.client is available once the bot runs (in on_ready and handlers)")
+        return cast("Client", rt.client)
+
+    @property
+    def user_id(self) -> int | None:
+        """The bot's own user id once running (None offline)."""
+        return self._runtime.self_id if self._runtime else None
+
+    @property
+    def running(self) -> bool:
+        return self._runtime is not None and not self._runtime.finished
+
+    async def wait_ready(self) -> None:
+        """Wait until the bot is connected and its on_ready hooks have run.
+
+        Use ``async with asyncio.timeout(...)`` around it to bound the wait."""
+        for _ in range(1000):
+            if self._runtime is not None:
+                break
+            await asyncio.sleep(0.01)
+        if self._runtime is None:
+            raise UsageError("the bot is not running")
+        await self._runtime.ready.wait()
+
+    def stop(self) -> None:
+        """Ask the bot to stop: no new events, running handlers get ``grace`` seconds."""
+        if self._runtime is None:
+            self._stop_early = True
+        else:
+            self._runtime.request_stop()
+
+    async def serve(
+        self,
+        client: Client | None = None,
+        *,
+        events: EventSource | None = None,
+        dry_run: WriteHook | None = None,
+        **client_options: Any,
+    ) -> None:
+        """Run until stopped (or until a finite ``events`` source ends).
+
+        ``client``: an entered Client to use (the caller closes it); without
+        one, a Client is made from ``client_options`` (``server``,
+        ``username``, ``password``, ``token``, ``profile``... as for
+        ``Client()``; none resolves settings like the command line) and closed
+        at the end. ``events``: where events come from instead of
+        ``client.events()``, an async iterable or a factory (see
+        :data:`EventSource`). ``dry_run``: called with each write instead of
+        doing it.
+        """
+        if self._runtime is not None and not self._runtime.finished:
+            raise UsageError("this bot is already running")
+        if client is None and (events is None or client_options):
+            from concordctl.client import Client as _Client
+
+            async with _Client(**client_options) as own:
+                await self._serve(own, events, dry_run)
+        else:
+            await self._serve(client, events, dry_run)
+
+    async def _serve(
+        self, client: Any, events: EventSource | None, dry_run: WriteHook | None
+    ) -> None:
+        rt = _Runtime(self, client, dry_run)
+        self._runtime = rt
+        if self._stop_early:
+            self._stop_early = False
+            rt.request_stop()
+        await rt.main(events)
+
+    async def replay(
+        self,
+        lines: Iterable[str | bytes],
+        *,
+        client: Client | None = None,
+        dry_run: WriteHook | None = None,
+    ) -> int:
+        """Feed recorded events (NDJSON lines as printed by ``concordctl tail
+        --json``, or a dead-letter file) through the handlers, then return.
+
+        A dead-letter line goes only to the handler that failed on it. Returns
+        the number of events fed; undecodable lines are logged and skipped.
+        """
+        from concordctl.protocol import FrameError, decode_event
+
+        items: list[Event | _Targeted] = []
+        for number, raw in enumerate(lines, 1):
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            if not text.strip():
+                continue
+            try:
+                ev = decode_event(text)
+                target = None
+                obj = json.loads(text)
+                if isinstance(obj, dict) and isinstance(obj.get(_DEAD_LETTER_KEY), dict):
+                    target = obj[_DEAD_LETTER_KEY].get("handler")
+            except (FrameError, ValueError) as exc:
+                log.warning("replay: line %d skipped: %s", number, exc)
+                continue
+            items.append(_Targeted(ev, target) if isinstance(target, str) else ev)
+
+        async def source() -> AsyncIterator[Any]:
+            for item in items:
+                yield item
+
+        await self.serve(client, events=source(), dry_run=dry_run)
+        return len(items)
+
+    def run(self, **client_options: Any) -> None:
+        """Run the bot until SIGINT/SIGTERM, for ``if __name__ == "__main__":``.
+
+        Settings come from ``client_options`` (see :meth:`serve`), else from
+        the environment and profile like the command line. Exits 0 after a
+        clean stop, 130 on a second Ctrl-C, or the error's exit code (one line
+        on stderr) when the bot cannot start.
+        """
+        if _loading.get():
+            return  # imported by `concordctl run`, which runs the bot itself
+        if not logging.getLogger().handlers:
+            logging.basicConfig(
+                level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            )
+        try:
+            run_with_signals(self, lambda: self.serve(**client_options))
+        except ConcordError as exc:
+            log.error("%s", exc)
+            raise SystemExit(exc.exit_code) from None
+
+    async def swap(self, new: Bot) -> None:
+        """Hand this bot's running connection to ``new`` (used by ``--reload``).
+
+        New events go to ``new``'s handlers; handlers already running finish
+        on the old code. ``new``'s on_ready hooks run and its periodic tasks
+        replace the old ones.
+        """
+        rt = self._runtime
+        if rt is None or rt.finished:
+            raise UsageError("swap() needs a running bot")
+        await rt.adopt(new)
+
+    # -- dispatch (routes are cached per type) ---------------------------
+
+    def _route(self, etype: str) -> tuple[_Listener, ...]:
+        route = self._routes.get(etype)
+        if route is None:
+            route = tuple(
+                lst
+                for lst in self._listeners
+                if (lst.types is None or etype in lst.types) and not lst.unknown_only
+            )
+            self._routes[etype] = route
+        return route
+
+    def _route_unknown(self) -> tuple[_Listener, ...]:
+        if self._unknown_route is None:
+            self._unknown_route = tuple(
+                lst for lst in self._listeners if lst.types is None or lst.unknown_only
+            )
+        return self._unknown_route
+
+    def _all_listeners(self) -> list[_Listener]:
+        seen: dict[int, _Listener] = {}
+        for lst in [*self._listeners, *self._commands.values()]:
+            seen[id(lst)] = lst
+        return list(seen.values())
+
+    async def _builtin_help(self, ctx: Context) -> None:
+        p = self.prefix
+        if ctx.args:
+            wanted = ctx.args[0].lower().removeprefix(p)
+            lst = self._commands.get(wanted)
+            if lst is None and wanted == "help":
+                lst = self._help
+            if lst is None:
+                await ctx.reply(f"no command {p}{wanted}; try {p}help")
+                return
+            names = " | ".join(p + n for n in lst.command)
+            await ctx.reply(f"{names}\n{lst.doc or '(no description)'}")
+            return
+        lines = ["Commands:"]
+        shown: set[int] = set()
+        entries = [*self._commands.values()]
+        if "help" not in self._commands:
+            entries.append(self._help)
+        for lst in entries:
+            if id(lst) in shown:
+                continue
+            shown.add(id(lst))
+            first = lst.doc.splitlines()[0] if lst.doc else ""
+            alias = (
+                f" (also {', '.join(p + a for a in lst.command[1:])})" if lst.command[1:] else ""
+            )
+            lines.append(f"{p}{lst.command[0]}{alias}" + (f" — {first}" if first else ""))
+        await ctx.reply("\n".join(lines))
+
+
+def _ref(value: int | str | None) -> int | str | None:
+    """A channel/user reference: ids stay ints, "123" becomes 123, names stay names."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        return text
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Targeted:
+    """A replayed dead letter: the event, for one handler only."""
+
+    event: Event
+    handler: str
+
+
+class _Runtime:
+    """The running state of a bot: connection, lanes, tasks. One per serve()."""
+
+    def __init__(self, bot: Bot, client: Any, dry_run: WriteHook | None) -> None:
+        self.bot = bot
+        self.loop = asyncio.get_running_loop()
+        self.raw_client = client
+        self.guard = _SendGuard(bot.send_rate, bot.send_burst, bot.loop_limit, 10.0)
+        self.client = _GuardedClient(client, self.guard, dry_run)
+        self.dead = _DeadLetters(bot.dead_letters) if bot.dead_letters else None
+        self.slots = asyncio.Semaphore(bot.concurrency)
+        self.executor = ThreadPoolExecutor(
+            max_workers=bot.concurrency, thread_name_prefix="concordctl-handler"
+        )
+        self.self_id: int | None = None
+        self.ready = asyncio.Event()
+        self.stopping = False
+        self.finished = False
+        self.stop_event = asyncio.Event()
+        self.connected = False
+        self.restart_requested = False
+        self.consumer: asyncio.Task[None] | None = None
+        self.lane_tasks: dict[asyncio.Task[None], _Lane] = {}
+        self.gate_open = False
+        self.gate = asyncio.Event()
+        self.restartable = False
+        self.periodic_tasks: list[asyncio.Task[None]] = []
+        self.backlog = 0
+        self.room: asyncio.Future[None] | None = None
+        self.last_chat_id: int | None = None
+        self.events_seen = 0
+        self.quiet_since = self.loop.time()
+        self.seen_at_check = -1
+        self.reconnects = 0
+        self.failures = 0
+        self.timeouts = 0
+        self.ignore_self = bot.ignore_self
+
+    # -- lifecycle -------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_event.set()
+        if self.consumer is not None:
+            self.consumer.cancel()
+
+    async def main(self, events: EventSource | None) -> None:
+        bot = self.bot
+        try:
+            if self.raw_client is not None:
+                me = await self.raw_client.me()
+                self.self_id = me.id
+                await self.resolve(bot)
+            elif any(
+                isinstance(lst.channel_ref, str) or isinstance(lst.author_ref, str)
+                for lst in bot._all_listeners()
+            ):
+                raise UsageError(
+                    "a channel or author filter names a channel/user, which needs a server",
+                    hint="give a server (or use ids in the filters)",
+                )
+            else:
+                self.resolve_offline(bot)
+            if events is None:
+                events = self.client_source()
+                self.restartable = True
+            else:
+                # Not a server stream: "connected" from the start; only a
+                # factory can be reopened by the watchdog.
+                self.connected = True
+                self.restartable = callable(events)
+            maintenance = asyncio.create_task(self.maintain(), name="concordctl-bot-maintenance")
+            self.consumer = asyncio.create_task(self.consume(events), name="concordctl-bot-stream")
+            if self.stopping:
+                self.consumer.cancel()
+            await self.wait_connected()
+            if not self.stopping:
+                await self.run_hooks(bot._on_ready, "on_ready")
+                self.start_periodic(bot)
+                self.ready.set()
+                log.info("bot ready (user id %s)", self.self_id)
+            self.gate_open = True
+            self.gate.set()
+            try:
+                await self.consumer
+            except asyncio.CancelledError:
+                if not self.stopping:
+                    raise
+            self.stopping = True
+            await self.shutdown(bounded=self.stop_event.is_set())
+            maintenance.cancel()
+            await asyncio.gather(maintenance, return_exceptions=True)
+        finally:
+            self.stopping = True
+            self.finished = True
+            self.ready.set()
+            self.gate.set()
+            for task in [*self.periodic_tasks, *self.lane_tasks]:
+                task.cancel()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            if bot.health_file:
+                _remove_health_file(bot.health_file)
+
+    async def wait_connected(self) -> None:
+        while not self.connected and not self.stopping:
+            if self.consumer is not None and self.consumer.done():
+                return
+            await asyncio.sleep(0.02)
+
+    async def shutdown(self, bounded: bool) -> None:
+        bot = self.bot
+        for task in self.periodic_tasks:
+            task.cancel()
+        pending = {t for t in self.lane_tasks if not t.done()}
+        running = [*pending, *self.periodic_tasks]
+        if pending:
+            if bounded:
+                log.info(
+                    "stopping: waiting up to %.1f s for %d running handler lane(s)",
+                    bot.grace,
+                    len(pending),
+                )
+            _, late = await asyncio.wait(pending, timeout=bot.grace if bounded else None)
+            if late:
+                log.warning(
+                    "stopping: cancelling %d handler lane(s) after the grace period", len(late)
+                )
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=1.0)
+        await asyncio.gather(*running, return_exceptions=True)
+        await self.run_hooks(self.bot._on_shutdown, "on_shutdown")
+
+    async def resolve(self, bot: Bot) -> None:
+        """Turn channel and author names into ids, once (fails fast on a typo)."""
+        client = self.raw_client
+        cache: dict[tuple[str, int | str], int] = {}
+        for lst in bot._all_listeners():
+            if lst.channel_ref is not None:
+                key = ("c", lst.channel_ref)
+                if key not in cache:
+                    cache[key] = (
+                        lst.channel_ref
+                        if isinstance(lst.channel_ref, int)
+                        else (await client.channel(lst.channel_ref)).id
+                    )
+                lst.channel_id = cache[key]
+            if lst.author_ref is not None:
+                key = ("u", lst.author_ref)
+                if key not in cache:
+                    cache[key] = (
+                        lst.author_ref
+                        if isinstance(lst.author_ref, int)
+                        else (await client.user(lst.author_ref)).id
+                    )
+                lst.author_id = cache[key]
+
+    @staticmethod
+    def resolve_offline(bot: Bot) -> None:
+        for lst in bot._all_listeners():
+            if isinstance(lst.channel_ref, int):
+                lst.channel_id = lst.channel_ref
+            if isinstance(lst.author_ref, int):
+                lst.author_id = lst.author_ref
+
+    def client_source(self) -> Callable[[int | None], AsyncIterator[Event]]:
+        def on_state(state: Any) -> None:
+            name = getattr(state, "state", "")
+            if name == "connected":
+                if self.connected is False and self.events_seen:
+                    log.info("stream connected again")
+                self.connected = True
+                self.quiet_since = self.loop.time()
+            elif name in ("reconnecting", "connecting"):
+                if self.connected:
+                    log.warning(
+                        "stream lost (%s); reconnecting", getattr(state, "error", None) or name
+                    )
+                self.connected = False
+
+        def open_stream(since: int | None) -> AsyncIterator[Event]:
+            return cast(
+                AsyncIterator[Event], self.raw_client.events(since=since, on_state=on_state)
+            )
+
+        return open_stream
+
+    async def adopt(self, new: Bot) -> None:
+        """Swap in ``new``'s handlers (reload); see Bot.swap."""
+        old = self.bot
+        if self.raw_client is not None:
+            await self.resolve(new)
+        else:
+            self.resolve_offline(new)
+        for task in self.periodic_tasks:
+            task.cancel()
+        self.periodic_tasks.clear()
+        new._runtime = self
+        self.bot = new
+        old._runtime = self
+        self.start_periodic(new)
+        await self.run_hooks(new._on_ready, "on_ready")
+
+    # -- the stream ------------------------------------------------------
+
+    async def consume(self, events: EventSource) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while True:
+            if callable(events):
+                it: AsyncIterator[Any] = events(self.last_chat_id)
+            else:
+                it = aiter(events)
+            try:
+                await self.pump(it)
+                return  # a finite source ended
+            except asyncio.CancelledError:
+                if self.restart_requested and not self.stopping:
+                    self.restart_requested = False
+                    task.uncancel()
+                    self.reconnects += 1
+                    continue
+                raise
+            finally:
+                closer = getattr(it, "aclose", None)
+                if closer is not None:
+                    try:
+                        await closer()
+                    except Exception as exc:  # closing a broken stream must not mask why
+                        log.debug("closing the event stream: %r", exc)
+
+    async def pump(self, it: AsyncIterator[Any]) -> None:
+        dispatch = self.dispatch
+        limit = self.bot.max_backlog
+        async for ev in it:
+            if not self.gate_open:
+                # Events wait until on_ready has run (they stay in the socket meanwhile).
+                self.connected = True
+                await self.gate.wait()
+                if self.stopping:
+                    return
+            self.events_seen += 1
+            dispatch(ev)
+            if self.backlog >= limit:
+                await self.wait_for_room()
+
+    async def wait_for_room(self) -> None:
+        self.room = self.loop.create_future()
+        try:
+            await self.room
+        finally:
+            self.room = None
+
+    def dispatch(self, ev: Any) -> None:
+        """Hand one event to the lanes of every matching handler (no awaiting)."""
+        bot = self.bot
+        only: str | None = None
+        if ev.__class__ is _Targeted:
+            only = ev.handler
+            ev = ev.event
+        cls = ev.__class__
+        own = False
+        if cls is ChatSent:
+            chat = ev.chat
+            if self.last_chat_id is None or chat.id > self.last_chat_id:
+                self.last_chat_id = chat.id
+            own = chat.author_id == self.self_id
+            if bot._commands or bot.help_command or bot.unknown_command == "reply":
+                parsed = parse_command(chat.content, bot.prefix)
+                if parsed is not None:
+                    self.dispatch_command(bot, ev, parsed, own, only)
+            route = bot._routes.get("chat_sent")
+            if route is None:
+                route = bot._route("chat_sent")
+        elif cls is UnknownEvent:
+            route = bot._route_unknown()
+        else:
+            route = bot._routes.get(ev.type)
+            if route is None:
+                route = bot._route(ev.type)
+        key: int | None = None
+        keyed = False
+        for lst in route:
+            if only is not None and lst.name != only:
+                continue
+            if own and not (
+                lst.include_self if lst.include_self is not None else not self.ignore_self
+            ):
+                continue
+            extra: Any = None
+            if lst.filtered:
+                extra = self.accepts(lst, ev)
+                if extra is _NO:
+                    continue
+            if not keyed:
+                key = ev.chat.channel_id if cls is ChatSent else _channel_of(ev)
+                keyed = True
+            self.enqueue(lst, key, ev, extra, own)
+
+    @staticmethod
+    def accepts(lst: _Listener, ev: Any) -> Any:
+        """_NO, or the match object (None without match=)."""
+        if not lst.recovered and getattr(ev, "recovered", False):
+            return _NO
+        if lst.channel_ref is not None and _channel_of(ev) != lst.channel_id:
+            return _NO
+        if lst.author_ref is not None and _author_of(ev) != lst.author_id:
+            return _NO
+        if lst.thread is not _ANY and _thread_of(ev) != lst.thread:
+            return _NO
+        if lst.pattern is not None:
+            content = _content_of(ev)
+            if content is None:
+                return _NO
+            m = lst.pattern.search(content)
+            return _NO if m is None else m
+        return None
+
+    def dispatch_command(
+        self,
+        bot: Bot,
+        ev: ChatSent,
+        parsed: tuple[str, list[str], str],
+        own: bool,
+        only: str | None,
+    ) -> None:
+        name, args, text = parsed
+        lst = bot._commands.get(name)
+        if lst is None and name == "help" and bot.help_command:
+            lst = bot._help
+        if only is not None and (lst is None or lst.name != only):
+            return
+        if own and not (
+            lst.include_self
+            if lst is not None and lst.include_self is not None
+            else not self.ignore_self
+        ):
+            return
+        if lst is None:
+            if bot.unknown_command == "reply" and not ev.recovered:
+                lst = _UNKNOWN_COMMAND
+            else:
+                return
+        match: Any = None
+        if lst.filtered:
+            match = self.accepts(lst, ev)
+            if match is _NO:
+                return
+        ctx = Context(bot, ev, name, args, text, bot.prefix, match)
+        self.enqueue(lst, ev.chat.channel_id, ev, ctx, own)
+
+    def enqueue(self, lst: _Listener, key: int | None, ev: Event, extra: Any, own: bool) -> None:
+        lane = lst.lanes.get(key)
+        if lane is None:
+            lane = lst.lanes[key] = _Lane(lst, key)
+        lane.items.append((ev, extra, own))
+        self.backlog += 1
+        if lane.task is None:
+            task = self.loop.create_task(self.drain(lane))
+            lane.task = task
+            self.lane_tasks[task] = lane
+            task.add_done_callback(self._forget_lane)
+
+    def _forget_lane(self, task: asyncio.Task[None]) -> None:
+        self.lane_tasks.pop(task, None)
+
+    # -- running handlers ------------------------------------------------
+
+    async def drain(self, lane: _Lane) -> None:
+        """Run one lane's events through its handler, one at a time, in order."""
+        lst = lane.listener
+        items = lane.items
+        fn = lst.fn
+        is_command = bool(lst.command)
+        pass_match = lst.pass_match
+        loop = self.loop
+        slots = self.slots
+        try:
+            while items:
+                async with slots:
+                    budget = 256  # then give other lanes waiting for a slot a turn
+                    while items and budget:
+                        budget -= 1
+                        ev, extra, own = items.popleft()
+                        self.backlog -= 1
+                        room = self.room
+                        if (
+                            room is not None
+                            and self.backlog <= self.bot.max_backlog // 2
+                            and not room.done()
+                        ):
+                            room.set_result(None)
+                        lane.current = ev
+                        lane.started = loop.time()
+                        token = _answering_self.set(True) if own else None
+                        try:
+                            if lst.is_async:
+                                if is_command:
+                                    await fn(extra)
+                                elif pass_match:
+                                    await fn(ev, extra)
+                                else:
+                                    await fn(ev)
+                            else:
+                                await self.call_sync(lst, ev, extra, is_command, pass_match)
+                        except asyncio.CancelledError:
+                            task = asyncio.current_task()
+                            if lane.cancelling is ev and task is not None and task.uncancel() == 0:
+                                self.on_timeout(lst, ev)
+                            else:
+                                raise
+                        except SendLoopError:
+                            pass  # already logged as a warning by the guard
+                        except Exception as exc:
+                            self.on_failure(lst, ev, exc)
+                        finally:
+                            lane.current = None
+                            lane.cancelling = None
+                            if token is not None:
+                                _answering_self.reset(token)
+        finally:
+            lane.task = None
+            if items:
+                # Cancelled (shutdown): the rest is not handled.
+                self.backlog -= len(items)
+                items.clear()
+            if lst.lanes.get(lane.key) is lane:
+                del lst.lanes[lane.key]
+
+    async def call_sync(
+        self, lst: _Listener, ev: Event, extra: Any, is_command: bool, pass_match: bool
+    ) -> None:
+        ctx = contextvars.copy_context()
+        if is_command:
+            args: tuple[Any, ...] = (SyncContext(extra, self.loop),)
+        elif pass_match:
+            args = (ev, extra)
+        else:
+            args = (ev,)
+        await self.loop.run_in_executor(self.executor, lambda: ctx.run(lst.fn, *args))
+
+    def on_failure(self, lst: _Listener, ev: Event, exc: BaseException) -> None:
+        self.failures += 1
+        log.error("handler %s raised on %s", lst.name, describe(ev), exc_info=exc)
+        if self.dead is not None:
+            self.dead.add(ev, lst.name, f"{type(exc).__name__}: {exc}")
+
+    def on_timeout(self, lst: _Listener, ev: Event) -> None:
+        self.timeouts += 1
+        limit = lst.timeout if lst.timeout is not None else self.bot.timeout
+        extra = "" if lst.is_async else " (its thread keeps running; it cannot be killed)"
+        log.error(
+            "handler %s timed out after %.3g s on %s and was cancelled%s",
+            lst.name,
+            limit,
+            describe(ev),
+            extra,
+        )
+        if self.dead is not None:
+            self.dead.add(ev, lst.name, f"timed out after {limit:g} s")
+
+    async def run_hooks(self, hooks: list[_Hook], what: str) -> None:
+        for hook in hooks:
+            try:
+                await self.call_plain(hook.fn, hook.is_async, self.bot.timeout)
+            except Exception:
+                log.exception("%s hook %s raised", what, hook.name)
+
+    async def call_plain(self, fn: Callable[[], Any], is_async: bool, limit: float | None) -> None:
+        try:
+            async with asyncio.timeout(limit):
+                if is_async:
+                    await fn()
+                else:
+                    ctx = contextvars.copy_context()
+                    await self.loop.run_in_executor(self.executor, ctx.run, fn)
+        except TimeoutError:
+            log.error("%s timed out after %.3g s and was cancelled", _name_of(fn), limit)
+
+    def start_periodic(self, bot: Bot) -> None:
+        for job in bot._periodic:
+            self.periodic_tasks.append(
+                asyncio.create_task(self.periodic(job), name=f"concordctl-every-{job.name}")
+            )
+
+    async def periodic(self, job: _Periodic) -> None:
+        delay = 0.0 if job.now else job.seconds
+        while True:
+            await asyncio.sleep(delay)
+            started = self.loop.time()
+            try:
+                await self.call_plain(job.fn, job.is_async, self.bot.timeout)
+            except SendLoopError:
+                pass
+            except Exception:
+                log.exception("periodic task %s raised", job.name)
+            # Keep the period fixed from start to start; an overrun skips ahead.
+            elapsed = self.loop.time() - started
+            delay = job.seconds - (elapsed % job.seconds) if elapsed > 0 else job.seconds
+
+    # -- maintenance: timeouts, watchdog, health -------------------------
+
+    def tick(self) -> float:
+        bounds = [1.0]
+        for lst in self.bot._all_listeners():
+            limit = lst.timeout if lst.timeout is not None else self.bot.timeout
+            if limit:
+                bounds.append(limit / 4)
+        if self.bot.watchdog:
+            bounds.append(self.bot.watchdog / 4)
+        return max(0.01, min(bounds))
+
+    async def maintain(self) -> None:
+        last_touch = -1e9
+        while True:
+            await asyncio.sleep(self.tick())
+            now = self.loop.time()
+            self.sweep_timeouts(now)
+            self.check_watchdog(now)
+            if self.bot.health_file and now - last_touch >= 1.0 and self.healthy(now):
+                last_touch = now
+                _touch_health_file(self.bot.health_file)
+
+    def healthy(self, now: float) -> bool:
+        if not self.connected or self.stopping:
+            return False
+        wd = self.bot.watchdog
+        return not (wd and now - self.quiet_since > wd)
+
+    def sweep_timeouts(self, now: float) -> None:
+        default = self.bot.timeout
+        for task, lane in list(self.lane_tasks.items()):
+            if lane.current is None or lane.cancelling is not None:
+                continue
+            limit = lane.listener.timeout if lane.listener.timeout is not None else default
+            if limit and now - lane.started > limit:
+                lane.cancelling = lane.current
+                task.cancel()
+
+    def check_watchdog(self, now: float) -> None:
+        if self.events_seen != self.seen_at_check:
+            self.seen_at_check = self.events_seen
+            self.quiet_since = now
+            return
+        wd = self.bot.watchdog
+        if not wd or self.stopping or now - self.quiet_since <= wd:
+            return
+        self.quiet_since = now
+        if self.consumer is None or self.consumer.done():
+            return
+        if not self.restartable:
+            log.warning("watchdog: no event for %.0f s (this source cannot be reopened)", wd)
+            return
+        log.warning("watchdog: no event for %.0f s; reopening the stream", wd)
+        self.restart_requested = True
+        self.consumer.cancel()
+
+
+def _touch_health_file(path: str | os.PathLike[str]) -> None:
+    # A few bytes of metadata: cheap enough for the loop, once a second.
+    try:
+        Path(path).touch()
+    except OSError as exc:
+        log.warning("cannot touch the health file %s: %s", path, exc)
+
+
+def _remove_health_file(path: str | os.PathLike[str]) -> None:
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot remove the health file %s: %s", path, exc)
+
+
+async def _reply_unknown(ctx: Context) -> None:
+    hint = f"; try {ctx.prefix}help" if ctx.bot.help_command else ""
+    await ctx.reply(f"unknown command {ctx.prefix}{ctx.command}{hint}")
+
+
+_UNKNOWN_COMMAND = _Listener(
+    name="unknown-command",
+    fn=_reply_unknown,
+    is_async=True,
+    order=0,
+    types=frozenset(("chat_sent",)),
+    command=("?",),
+)
+
+
+def run_with_signals(bot: Bot, main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main()`` in a new event loop; SIGINT/SIGTERM stop ``bot`` gracefully.
+
+    A second signal exits at once with status 130 (a hung handler cannot
+    keep the process alive).
+    """
+
+    async def wrapper() -> None:
+        loop = asyncio.get_running_loop()
+        received: list[str] = []
+
+        def on_signal(name: str) -> None:
+            if received:
+                log.warning("%s again: exiting now", name)
+                logging.shutdown()
+                os._exit(130)
+            received.append(name)
+            log.info("%s received: stopping (again to exit at once)", name)
+            bot.stop()
+
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal, sig.name)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                pass
+        try:
+            await main()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    asyncio.run(wrapper())

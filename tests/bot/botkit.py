@@ -1,0 +1,101 @@
+"""Helpers for the bot tests: events made in memory and a client that records writes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from concordctl.errors import NotFound
+from concordctl.protocol import Chat, ChatSent, Event, FullUser, Profile, UserStatus
+
+BOT_ID = 900
+_ids = itertools.count(1000)
+
+CHANNELS = {"general": 1, "random": 2, "ops": 3}
+USERS = {"alice": 10, "bob": 11, "bot": BOT_ID}
+
+
+def chat(
+    content: str,
+    *,
+    channel: int = 1,
+    author: int = 10,
+    thread: int | None = None,
+    recovered: bool = False,
+    chat_id: int | None = None,
+) -> ChatSent:
+    return ChatSent(
+        chat=Chat(
+            id=chat_id if chat_id is not None else next(_ids),
+            created_at=1_700_000_000_000,
+            author_id=author,
+            channel_id=channel,
+            thread_id=thread,
+            content=content,
+            edited=False,
+            reactions={},
+        ),
+        recovered=recovered,
+    )
+
+
+async def from_list(events: Iterable[Event], *, hang: bool = False) -> AsyncIterator[Event]:
+    for ev in events:
+        yield ev
+        await asyncio.sleep(0)
+    if hang:
+        await asyncio.Event().wait()
+
+
+def _user(uid: int, name: str) -> FullUser:
+    return FullUser(
+        id=uid,
+        username=name,
+        profile=Profile(created_at=0, nickname=name, bio=None, avatar_id=None),
+        status=UserStatus(online_status="ONLINE"),
+    )
+
+
+class FakeClient:
+    """The parts of Client a bot uses; writes are recorded, not sent."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, Any, ...]] = []  # type: ignore[misc]
+        self.lookups: list[tuple[str, Any]] = []
+        self.sent = asyncio.Queue[Chat]()
+
+    async def me(self) -> FullUser:
+        return _user(BOT_ID, "bot")
+
+    async def channel(self, ref: int | str) -> Any:
+        self.lookups.append(("channel", ref))
+        name = str(ref).lstrip("#")
+        if name not in CHANNELS:
+            raise NotFound(f"no channel {name!r}", suggestions=list(CHANNELS))
+
+        class _C:
+            id = CHANNELS[name]
+
+        return _C()
+
+    async def user(self, ref: int | str) -> FullUser:
+        self.lookups.append(("user", ref))
+        if ref not in USERS:
+            raise NotFound(f"no user {ref!r}")
+        return _user(USERS[str(ref)], str(ref))
+
+    async def send_chat(
+        self, channel: int | str, content: str, *, thread_id: int | None = None, sent_at: Any = None
+    ) -> Chat:
+        self.writes.append(("send", channel, content))
+        c = chat(content, channel=int(channel), author=BOT_ID, thread=thread_id).chat
+        self.sent.put_nowait(c)
+        return c
+
+    async def react(self, chat_id: int, reaction: str) -> None:
+        self.writes.append(("react", chat_id, reaction))
+
+    async def typing(self, channel: int | str, thread_id: int | None = None) -> None:
+        self.writes.append(("typing", channel))
