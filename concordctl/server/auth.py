@@ -83,25 +83,35 @@ def verify_password(password: str, stored: str) -> bool:
 DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
+_memory_key: list[rsa.RSAPrivateKey] = []
+
+
 def load_or_create_key(path: Path | None) -> rsa.RSAPrivateKey:
-    """The signing key from ``path``, made (mode 0600) when missing; in memory if None."""
-    if path is not None and path.exists():
+    """The signing key from ``path``, made (mode 0600) when missing; in memory if None.
+
+    In-memory servers of one process share one key: they are throwaway test
+    servers, and RSA generation would otherwise dominate their start-up.
+    """
+    if path is None:
+        if not _memory_key:
+            _memory_key.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        return _memory_key[0]
+    if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError(f"{path} does not hold an RSA private key")
         return key
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    if path is not None:
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL + mode at creation: the key is never readable by others, not even briefly.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _KEY_FILE_MODE)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # O_EXCL + mode at creation: the key is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _KEY_FILE_MODE)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
     return key
 
 
@@ -123,13 +133,16 @@ class TokenSigner:
         self._public = key.public_key()
         self.validity_seconds = validity_seconds
 
-    def issue(self, username: str, user_id: int) -> str:
+    def issue(self, username: str, user_id: int, *, lifetime: float | None = None) -> str:
+        """A token for the user; ``lifetime`` (seconds, may be negative in tests)
+        overrides the configured validity."""
         now = int(time.time())
+        seconds = max(1, round(self.validity_seconds)) if lifetime is None else round(lifetime)
         claims: dict[str, Any] = {
             "sub": username,
             "id": user_id,
             "iat": now,
-            "exp": now + max(1, round(self.validity_seconds)),
+            "exp": now + seconds,
             "iss": ISSUER,
         }
         return jwt.encode(claims, self._key, algorithm="RS256")
