@@ -61,10 +61,28 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
     max_leaves=25,
 )
-field_names = st.sampled_from(
-    ["chat", "chatId", "channelId", "threadId", "userId", "content", "sentAt", "reaction",
-     "adding", "reactions", "status", "channel", "since", "until", "id"]
-) | any_text  # fmt: skip
+field_names = (
+    st.sampled_from(
+        [
+            "chat",
+            "chatId",
+            "channelId",
+            "threadId",
+            "userId",
+            "content",
+            "sentAt",
+            "reaction",
+            "adding",
+            "reactions",
+            "status",
+            "channel",
+            "since",
+            "until",
+            "id",
+        ]
+    )
+    | any_text
+)
 
 
 @st.composite
@@ -109,6 +127,33 @@ def test_str_frame_with_a_lone_surrogate_raises_frame_error(decoder: Decoder) ->
         decoder('{"type": "chat_written", "channelId": 1, "content": "\ud800"}')
 
 
+INVALID_UTF8 = [b"\xff", b"\xed\xa0\x80", b"\xc0\xae", b"\xe2\x82", b"a\x80b"]
+UTF8_TEMPLATES = [
+    b'{"type": "chat_written", "channelId": 1, "content": "%s"}',
+    b'{"type": "chat_sent", "chat": {"id": 1, "createdAt": 1, "authorId": 1, "channelId": 1, '
+    b'"threadId": null, "content": "%s", "edited": false, "reactions": {}}}',
+    b'{"type": "some_new_type", "text": "%s"}',
+    b'{"type": "chat_reaction", "chatId": 1, "reaction": "%s"}',
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="protocol.decode_*: msgspec raises UnicodeDecodeError for invalid UTF-8 inside a "
+    "JSON string, and the decoders do not turn it into FrameError (owner: protocol.py)",
+)
+@pytest.mark.parametrize(
+    "decoder",
+    [*DECODERS, lambda raw: p.decode(raw, p.NewChat)],
+    ids=["decode_event", "decode_client_frame", "decode"],
+)
+def test_invalid_utf8_inside_a_string_raises_frame_error(decoder: Decoder) -> None:
+    for template in UTF8_TEMPLATES:
+        for bad in INVALID_UTF8:
+            with pytest.raises(p.FrameError):
+                decoder(template % bad)
+
+
 CHAT = {
     "id": 1,
     "createdAt": 1,
@@ -125,8 +170,21 @@ def _chat_frame(**chat: Any) -> bytes:
     return json.dumps({"type": "chat_sent", "chat": CHAT | chat}, allow_nan=True).encode()
 
 
-HOSTILE_NUMBERS = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"1.5", b"1e2",
-                   b"9" * 5000, b"-" + b"9" * 5000, b"0x10", b"01", b"+1", b"-0"]  # fmt: skip
+HOSTILE_NUMBERS = [
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"1e999",
+    b"-1e999",
+    b"1.5",
+    b"1e2",
+    b"9" * 5000,
+    b"-" + b"9" * 5000,
+    b"0x10",
+    b"01",
+    b"+1",
+    b"-0",
+]
 
 
 @pytest.mark.parametrize("literal", HOSTILE_NUMBERS, ids=lambda b: b[:12].decode())
@@ -182,8 +240,12 @@ def test_ten_megabyte_frames() -> None:
     )
     assert isinstance(written, p.ChatWritten) and len(written.content) == TEN_MB // 2
     for decoder in DECODERS:
-        for junk in (b"\xff" * TEN_MB, b'{"type": "chat_sent", "chat": "' + b"a" * TEN_MB,
-                     b"[" * TEN_MB, b"1" * TEN_MB):  # fmt: skip
+        for junk in (
+            b"\xff" * TEN_MB,
+            b'{"type": "chat_sent", "chat": "' + b"a" * TEN_MB,
+            b"[" * TEN_MB,
+            b"1" * TEN_MB,
+        ):
             with pytest.raises(p.FrameError):
                 decoder(junk)
         _only_frame_error(decoder, b'{"type": "x", "k": "' + b"\\u0000" * (TEN_MB // 6) + b'"}')
