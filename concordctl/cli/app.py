@@ -65,7 +65,7 @@ def _root(
 
 
 # The modules under concordctl/cli/ that add commands to ``app`` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("auth", "chats", "directory", "watch", "demo", "serve")
+COMMAND_MODULES: tuple[str, ...] = ("auth", "chats", "directory", "watch", "demo", "serve", "run")
 
 _registered = False
 
@@ -111,7 +111,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     _register_commands()
     _state["debug"] = False
     try:
-        code = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        code = app(
+            args=list(argv) if argv is not None else None,
+            prog_name="concordctl",
+            standalone_mode=False,
+        )
     except ClickException as exc:  # usage errors: exit 2 with Click's message
         exc.show()
         return exc.exit_code
