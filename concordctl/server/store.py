@@ -11,6 +11,7 @@ lookups), and one writer avoids SQLite's locking entirely.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -186,6 +187,9 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        if path != ":memory:" and not os.path.exists(path):
+            # The database holds password hashes: owner-only from the first byte.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")

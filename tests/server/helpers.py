@@ -91,9 +91,8 @@ class Watcher:
         except websockets.ConnectionClosed:
             pass
         finally:
-            rcvd = self.ws.close_rcvd
             if not self.closed.done():
-                self.closed.set_result((rcvd.code, rcvd.reason) if rcvd else (None, None))
+                self.closed.set_result((self.ws.close_code, self.ws.close_reason))
 
     async def next(self, type: str | None = None, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
         """The next frame (of ``type``, skipping others such as status updates)."""

@@ -1,0 +1,167 @@
+"""Login rate limits, token checks, the key file, CORS, persistence."""
+
+from __future__ import annotations
+
+import stat
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from concordctl.server import EmbeddedServer, ServerConfig
+from concordctl.server.config import key_path_for
+from tests.server.helpers import User, general_id, login, register_and_login
+
+
+@pytest.fixture
+def server_config(admin_password: str) -> ServerConfig:
+    return ServerConfig(
+        admin_password=admin_password,
+        login_failures_per_user=3,
+        login_failures_per_address=5,
+        login_window_seconds=60,
+    )
+
+
+@pytest.fixture
+async def http(server: EmbeddedServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        yield client
+
+
+async def test_failed_logins_are_limited_per_user_then_per_address(
+    http: httpx.AsyncClient, admin_password: str
+) -> None:
+    await register_and_login(http, "victim", "right")
+    for _ in range(3):
+        bad = await http.post("/api/tokens", json={"username": "victim", "password": "x"})
+        assert bad.status_code == 400
+    limited = await http.post("/api/tokens", json={"username": "victim", "password": "right"})
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["retry-after"]) <= 61
+    assert limited.json()["status"] == 429
+    # another user from the same address still gets in, until the address is limited
+    await login(http, "admin", admin_password)
+    for name in ("a", "b"):
+        assert (
+            await http.post("/api/tokens", json={"username": name, "password": "x"})
+        ).status_code == 400
+    refused = await http.post("/api/tokens", json={"username": "admin", "password": admin_password})
+    assert refused.status_code == 429 and "retry-after" in refused.headers
+
+
+async def test_tokens_are_fully_checked(
+    server: EmbeddedServer, http: httpx.AsyncClient, admin_password: str
+) -> None:
+    admin = await login(http, "admin", admin_password)
+    claims = jwt.decode(admin.token, options={"verify_signature": False})
+    assert set(claims) == {"sub", "id", "exp", "iat", "iss"}
+    assert claims["iss"] == "Concord" and claims["sub"] == "admin" and claims["id"] == admin.id
+    assert claims["exp"] - claims["iat"] == 30 * 86400
+    key = server.state.signer._key
+    now = int(time.time())
+    good = {"sub": "admin", "id": admin.id, "iat": now, "exp": now + 60, "iss": "Concord"}
+    forged = [
+        jwt.encode({**good, "iss": "Other"}, key, algorithm="RS256"),
+        jwt.encode({k: v for k, v in good.items() if k != "id"}, key, algorithm="RS256"),
+        jwt.encode({k: v for k, v in good.items() if k != "iat"}, key, algorithm="RS256"),
+        jwt.encode({k: v for k, v in good.items() if k != "exp"}, key, algorithm="RS256"),
+        jwt.encode({**good, "id": str(admin.id)}, key, algorithm="RS256"),
+        jwt.encode({**good, "id": admin.id + 1}, key, algorithm="RS256"),
+        jwt.encode({**good, "sub": "someone"}, key, algorithm="RS256"),
+        jwt.encode({**good, "exp": now - 5}, key, algorithm="RS256"),
+        jwt.encode(good, "a-shared-secret-of-at-least-32-bytes!!", algorithm="HS256"),
+        jwt.encode(good, None, algorithm="none"),  # type: ignore[arg-type]
+        "x" * 5000,
+        "a.b.c",
+    ]
+    for token in forged:
+        response = await http.get("/api/self", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401 and response.content == b""
+    fine = jwt.encode(good, key, algorithm="RS256")
+    assert (
+        await http.get("/api/self", headers={"Authorization": f"Bearer {fine}"})
+    ).status_code == 200
+
+
+async def test_password_change_retires_older_tokens(
+    server: EmbeddedServer, http: httpx.AsyncClient
+) -> None:
+    user = await register_and_login(http, "zed", "one")
+    old = server.state.signer.issue("zed", user.id)
+    server.state.store.set_password(
+        user.id, server.state.store.user(user.id).password_hash, int(time.time()) + 1
+    )  # type: ignore[union-attr]
+    assert (
+        await http.get("/api/self", headers={"Authorization": f"Bearer {old}"})
+    ).status_code == 401
+
+
+async def test_short_token_validity(admin_password: str) -> None:
+    config = ServerConfig(admin_password=admin_password, token_seconds=1)
+    async with EmbeddedServer(config) as server, httpx.AsyncClient(base_url=server.url) as http:
+        admin = await login(http, "admin", admin_password)
+        claims = jwt.decode(admin.token, options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] == 1
+
+
+async def test_cors_is_off_unless_configured(http: httpx.AsyncClient, admin_password: str) -> None:
+    origin = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    preflight = await http.options("/api/tokens", headers=origin)
+    assert "access-control-allow-origin" not in preflight.headers
+    config = ServerConfig(admin_password=admin_password, cors_origins=("https://app.example",))
+    async with EmbeddedServer(config) as server, httpx.AsyncClient(base_url=server.url) as other:
+        allowed = await other.options(
+            "/api/tokens",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+
+
+async def test_everything_survives_a_restart_on_the_same_file(tmp_path: Path) -> None:
+    db = tmp_path / "concord.db"
+    config = ServerConfig(db_path=db)
+    async with EmbeddedServer(config) as first:
+        password = first.admin_password
+        assert password
+        async with httpx.AsyncClient(base_url=first.url) as http:
+            admin = await login(http, "admin", password)
+            general = await general_id(admin)
+            bob = await register_and_login(http, "bob", "pw")
+            chat = await bob.send(general, "persist me")
+            await admin.post(
+                f"/api/chats/{chat['id']}/reactions", json={"reaction": "✔️", "adding": True}
+            )
+            await bob.patch(f"/api/chats/{chat['id']}", json={"content": "persisted"})
+            channel = (await admin.post("/api/channels", json={"name": "kept"})).json()
+            await bob.post(
+                "/api/self/avatar", content=b"GIF89a", headers={"Content-Type": "image/gif"}
+            )
+            before = {
+                path: (await admin.get(path)).json()
+                for path in [
+                    "/api/server",
+                    "/api/users",
+                    "/api/channels",
+                    f"/api/chats/{chat['id']}",
+                ]
+            }
+    key_file = key_path_for(db)
+    assert key_file is not None and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert password not in db.read_bytes().decode("latin-1")  # hashed, never in clear
+    async with EmbeddedServer(ServerConfig(db_path=db)) as second:
+        assert second.admin_password is None  # seeded once only
+        async with httpx.AsyncClient(base_url=second.url) as http:
+            same_token = User(http, admin.token, "admin")  # the key survived too
+            after = {path: (await same_token.get(path)).json() for path in before}
+            assert after == before
+            assert (await same_token.get(f"/api/channels/{channel['id']}")).status_code == 200
+            assert after[f"/api/chats/{chat['id']}"]["reactions"] == {"✔️": 1}
+            newer = await same_token.send(general, "new")
+            assert newer["id"] > chat["id"]
+            found = await same_token.get("/api/chats", params={"query": "persisted"})
+            assert [c["id"] for c in found.json()] == [chat["id"]]
