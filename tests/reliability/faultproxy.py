@@ -214,9 +214,12 @@ class FaultProxy:
             while True:
                 await link.flowing.wait()
                 data = await reader.read(_CHUNK)
+                # A stall may have begun during the read: hold the data, or
+                # the end of stream, until it is over (a dead network passes
+                # on neither).
+                await link.flowing.wait()
                 if not data:
                     break
-                await link.flowing.wait()  # a stall may have begun during the read
                 data, cut_now = self._mangle(data, direction)
                 writer.write(data)
                 self.bytes_forwarded[direction] += len(data)
