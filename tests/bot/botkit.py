@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from concordctl.errors import NotFound
@@ -99,3 +99,10 @@ class FakeClient:
 
     async def typing(self, channel: int | str, thread_id: int | None = None) -> None:
         self.writes.append(("typing", channel))
+
+
+async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (state changed by other tasks)."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - polling state with no event to wait on
+            await asyncio.sleep(0.02)

@@ -1,0 +1,426 @@
+"""A pytest plugin for testing bots against a real (embedded) Concord server.
+
+Installed with concordctl (entry point ``pytest11``), so a bot author's tests
+just use the fixtures; they need ``pytest-asyncio``::
+
+    from concordctl import Bot, Context
+
+    async def test_ping(concord_harness):
+        bot = Bot()
+
+        @bot.command("ping")
+        async def ping(ctx: Context) -> None:
+            await ctx.reply("pong")
+
+        await concord_harness.start_bot(bot)
+        chat = await concord_harness.send("!ping", as_user="alice")
+        reply = await concord_harness.expect_reply(chat)
+        assert reply.content == "pong"
+
+Fixtures (each test gets its own server on 127.0.0.1, port 0, in memory):
+
+* ``concord_server_config``: the :class:`~concordctl.server.ServerConfig`;
+  override it in your conftest to change limits.
+* ``concord_server``: the running :class:`~concordctl.server.EmbeddedServer`.
+* ``concord_harness``: a :class:`Harness` on that server: users, bots in the
+  background, send and expect helpers, fault injection.
+
+Fixture names start with ``concord_`` so they do not clash with yours.
+"""
+
+# Test helpers take a timeout on purpose: "expect this within N s" is the API.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from concordctl.protocol import Chat, ChatReactionsUpdated, ChatSent, Event
+
+if TYPE_CHECKING:  # pragma: no cover
+    from concordctl.bot import Bot
+    from concordctl.client import Client
+    from concordctl.server import EmbeddedServer, ServerConfig
+
+__all__ = ["Harness"]
+
+# The async fixtures need pytest-asyncio; without it the plugin must still load
+# (it is loaded by every pytest run where concordctl is installed).
+_HAVE_PYTEST_ASYNCIO = importlib.util.find_spec("pytest_asyncio") is not None
+
+
+class Harness:
+    """Drives a test: users, bots running in the background, expectations, faults.
+
+    Everything any connected client sees is recorded (``events``), from the
+    moment the harness starts, so an expectation never misses a reply that
+    came before it was awaited.
+    """
+
+    def __init__(self, server: EmbeddedServer, *, default_timeout: float = 5.0) -> None:
+        self.server = server
+        self.default_timeout = default_timeout
+        self.events: list[Event] = []
+        self._passwords: dict[str, str] = {}
+        self._clients: dict[str, Client] = {}
+        self._ids: dict[str, int] = {}
+        self._bots: list[tuple[Bot, asyncio.Task[None], Client]] = []
+        self._bot_user_id: int | None = None
+        self._new_event = asyncio.Condition()
+        self._observer: Client | None = None
+        self._observer_task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    # -- set-up and tear-down -------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the observer whose stream records every event."""
+        self._observer = await self.user("concord-observer")
+        connected = asyncio.Event()
+
+        def on_state(state: Any) -> None:
+            if getattr(state, "state", None) == "connected":
+                connected.set()
+
+        async def observe() -> None:
+            assert self._observer is not None
+            async for ev in self._observer.events(on_state=on_state):
+                self.events.append(ev)
+                async with self._new_event:
+                    self._new_event.notify_all()
+
+        self._observer_task = asyncio.create_task(observe(), name="concord-harness-observer")
+        waiter = asyncio.create_task(connected.wait())
+        await asyncio.wait(
+            {waiter, self._observer_task}, timeout=10, return_when=asyncio.FIRST_COMPLETED
+        )
+        waiter.cancel()
+        if self._observer_task.done():
+            self._observer_task.result()
+        if not connected.is_set():
+            raise TimeoutError("the harness could not connect to the embedded server")
+
+    async def close(self) -> None:
+        for bot, _task, _client in list(self._bots):
+            await self.stop_bot(bot)
+        if self._observer_task is not None:
+            self._observer_task.cancel()
+            await asyncio.gather(self._observer_task, return_exceptions=True)
+        for client in self._clients.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        self._clients.clear()
+
+    # -- users -------------------------------------------------------------
+
+    async def register(self, username: str, password: str | None = None) -> str:
+        """Register ``username`` (once); returns its password."""
+        if username in self._passwords:
+            return self._passwords[username]
+        from concordctl.client import Client
+
+        password = password or "pw-" + secrets.token_hex(8)
+        async with Client(self.url) as anonymous:
+            registered = await anonymous.register(username, password)
+        self._passwords[username] = password
+        self._ids[username] = registered.id
+        return password
+
+    async def user(self, username: str) -> Client:
+        """A logged-in Client for ``username`` (registered on first use, then reused)."""
+        client = self._clients.get(username)
+        if client is None:
+            from concordctl.client import Client
+
+            password = await self.register(username)
+            client = Client(self.url, username=username, password=password)
+            await client.__aenter__()
+            self._clients[username] = client
+        return client
+
+    def user_id(self, username: str) -> int:
+        """The id of a user registered through the harness."""
+        return self._ids[username]
+
+    # -- bots --------------------------------------------------------------
+
+    async def start_bot(
+        self, bot: Bot, *, username: str = "bot", timeout: float | None = None
+    ) -> Bot:
+        """Run ``bot`` in the background as ``username``; returns once it is ready.
+
+        If the bot fails to start, its error is raised here. The bot is stopped
+        when the test ends (or with :meth:`stop_bot`).
+        """
+        from concordctl.client import Client
+
+        password = await self.register(username)
+        client = Client(self.url, username=username, password=password)
+        await client.__aenter__()
+        task = asyncio.create_task(bot.serve(client=client), name=f"concord-bot-{username}")
+        self._bots.append((bot, task, client))
+        self._bot_user_id = self._ids[username]
+        ready = asyncio.create_task(bot.wait_ready())
+        done, _ = await asyncio.wait(
+            {ready, task},
+            timeout=timeout or self.default_timeout * 2,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        ready.cancel()
+        if task in done:
+            task.result()  # raises why the bot could not start
+            raise AssertionError("the bot stopped before it was ready")
+        if not done:
+            raise TimeoutError(
+                f"the bot was not ready within {timeout or self.default_timeout * 2} s"
+            )
+        return bot
+
+    async def stop_bot(self, bot: Bot, *, timeout: float = 15.0) -> None:
+        """Stop a bot like SIGTERM would (grace period, on_shutdown) and wait for it."""
+        for entry in list(self._bots):
+            if entry[0] is bot:
+                self._bots.remove(entry)
+                _, task, client = entry
+                bot.stop()
+                try:
+                    async with asyncio.timeout(timeout):
+                        await task
+                finally:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+
+    # -- acting as users ---------------------------------------------------
+
+    async def send(
+        self,
+        text: str,
+        *,
+        channel: int | str = "general",
+        as_user: str = "alice",
+        thread_id: int | None = None,
+    ) -> Chat:
+        """Send a chat as ``as_user`` (registered on first use)."""
+        client = await self.user(as_user)
+        return await client.send_chat(channel, text, thread_id=thread_id)
+
+    async def react(self, chat: Chat | int, reaction: str, *, as_user: str = "alice") -> None:
+        client = await self.user(as_user)
+        await client.react(chat.id if isinstance(chat, Chat) else chat, reaction)
+
+    async def ask(self, text: str, **kwargs: Any) -> Chat:
+        """Send ``text`` (see :meth:`send`) and return the bot's reply."""
+        timeout = kwargs.pop("timeout", None)
+        chat = await self.send(text, **kwargs)
+        return await self.expect_reply(chat, timeout=timeout)
+
+    # -- expectations ------------------------------------------------------
+
+    async def wait_for(
+        self,
+        predicate: Callable[[Event], bool],
+        *,
+        timeout: float | None = None,
+        start: int = 0,
+        what: str = "an event",
+    ) -> Event:
+        """The first recorded event (from index ``start``) that satisfies ``predicate``."""
+        limit = self.default_timeout if timeout is None else timeout
+        position = start
+        try:
+            async with asyncio.timeout(limit):
+                while True:
+                    while position < len(self.events):
+                        ev = self.events[position]
+                        position += 1
+                        if predicate(ev):
+                            return ev
+                    async with self._new_event:
+                        if position >= len(self.events):
+                            await self._new_event.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"no {what} within {limit:g} s; last events seen: {self._tail()}"
+            ) from None
+
+    def _tail(self) -> str:
+        shown = []
+        for ev in self.events[-5:]:
+            if isinstance(ev, ChatSent):
+                shown.append(f"chat by {ev.chat.author_id}: {ev.chat.content!r}")
+            else:
+                shown.append(ev.type)
+        return "; ".join(shown) or "none"
+
+    def _reply_predicate(
+        self,
+        to: Chat | None,
+        match: str | re.Pattern[str] | None,
+        author: str | int | None,
+        channel: int | None,
+    ) -> Callable[[Event], bool]:
+        if isinstance(author, str):
+            author_id: int | None = self._ids.get(author)
+            if author_id is None:
+                raise ValueError(f"unknown user {author!r} (not registered through the harness)")
+        else:
+            author_id = author if author is not None else self._bot_user_id
+        pattern = re.compile(match) if isinstance(match, str) else match
+        channel_id = channel if channel is not None else (to.channel_id if to else None)
+
+        def predicate(ev: Event) -> bool:
+            if not isinstance(ev, ChatSent):
+                return False
+            c = ev.chat
+            if to is not None and c.id <= to.id:
+                return False
+            if author_id is not None and c.author_id != author_id:
+                return False
+            if channel_id is not None and c.channel_id != channel_id:
+                return False
+            return pattern is None or pattern.search(c.content) is not None
+
+        return predicate
+
+    async def expect_reply(
+        self,
+        to: Chat | None = None,
+        *,
+        match: str | re.Pattern[str] | None = None,
+        author: str | int | None = None,
+        channel: int | None = None,
+        timeout: float | None = None,
+    ) -> Chat:
+        """The next chat by the bot (or ``author``) after ``to``, in its channel.
+
+        ``match`` is a regular expression the content must contain. Fails the
+        test with the last events seen when nothing comes within ``timeout``.
+        """
+        predicate = self._reply_predicate(to, match, author, channel)
+        what = "reply" + (f" matching {match!r}" if match else "")
+        ev = await self.wait_for(predicate, timeout=timeout, what=what)
+        assert isinstance(ev, ChatSent)
+        return ev.chat
+
+    async def expect_no_reply(
+        self,
+        to: Chat | None = None,
+        *,
+        within: float = 0.5,
+        match: str | re.Pattern[str] | None = None,
+        author: str | int | None = None,
+        channel: int | None = None,
+    ) -> None:
+        """Fail if the bot (or ``author``) answers ``to`` within ``within`` seconds."""
+        predicate = self._reply_predicate(to, match, author, channel)
+        try:
+            ev = await self.wait_for(predicate, timeout=within)
+        except AssertionError:
+            return
+        assert isinstance(ev, ChatSent)
+        raise AssertionError(f"unexpected reply: {ev.chat.content!r}")
+
+    async def expect_reaction(
+        self, chat: Chat | int, reaction: str, *, timeout: float | None = None
+    ) -> None:
+        """Wait until ``chat`` carries ``reaction``."""
+        chat_id = chat.id if isinstance(chat, Chat) else chat
+
+        def predicate(ev: Event) -> bool:
+            return (
+                isinstance(ev, ChatReactionsUpdated)
+                and ev.chat_id == chat_id
+                and ev.reactions.get(reaction, 0) > 0
+            )
+
+        await self.wait_for(predicate, timeout=timeout, what=f"reaction {reaction!r}")
+
+    async def expect_event(
+        self,
+        event_type: str,
+        predicate: Callable[[Any], bool] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Event:
+        """The next event of ``event_type`` (wire name) satisfying ``predicate``."""
+        return await self.wait_for(
+            lambda ev: ev.type == event_type and (predicate is None or predicate(ev)),
+            timeout=timeout,
+            what=f"{event_type} event",
+        )
+
+    # -- fault injection ---------------------------------------------------
+
+    async def drop_connections(self, code: int = 1012) -> None:
+        """Close every websocket (bots and observer reconnect and recover chats)."""
+        await self.server.drop_connections(code)
+
+    def refuse_connections(self, seconds: float = 2.0) -> None:
+        """Websocket handshakes fail with HTTP 503 for ``seconds``."""
+        self.server.refuse_connections(seconds)
+
+    async def send_raw(self, frame: bytes | str) -> None:
+        """Send a raw frame to every connected client (malformed JSON, unknown types...)."""
+        await self.server.broadcast_raw(frame)
+
+    async def restart_server(self) -> None:
+        """Stop and start the server on the same port and database."""
+        await self.server.restart()
+
+
+def _make_config() -> ServerConfig:
+    from concordctl.server import ServerConfig
+
+    return ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        db_path=":memory:",
+        admin_password="admin-" + secrets.token_hex(8),
+        online_delay=0.2,
+    )
+
+
+if _HAVE_PYTEST_ASYNCIO:
+    import pytest_asyncio
+
+    @pytest.fixture
+    def concord_server_config() -> ServerConfig:
+        """The embedded server's configuration; override to change it."""
+        return _make_config()
+
+    @pytest_asyncio.fixture
+    async def concord_server(
+        concord_server_config: ServerConfig,
+    ) -> AsyncIterator[EmbeddedServer]:
+        """A running embedded Concord server (127.0.0.1, port 0), one per test."""
+        from concordctl.server import EmbeddedServer
+
+        async with EmbeddedServer(concord_server_config) as server:
+            yield server
+
+    @pytest_asyncio.fixture
+    async def concord_harness(concord_server: EmbeddedServer) -> AsyncIterator[Harness]:
+        """A :class:`Harness` on ``concord_server``; bots and clients are closed after."""
+        harness = Harness(concord_server)
+        await harness.start()
+        try:
+            yield harness
+        finally:
+            await harness.close()
+
+else:  # pragma: no cover
+
+    @pytest.fixture
+    def concord_harness() -> None:
+        pytest.fail("concordctl.testing needs pytest-asyncio: pip install pytest-asyncio")
