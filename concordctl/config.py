@@ -163,7 +163,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         ) from None
     except OSError as exc:
         raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if stat.S_ISREG(mode) and mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning(
             "config file %s has mode %o: other users can read its tokens; run: chmod 600 %s",
             path,

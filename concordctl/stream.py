@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -65,6 +67,7 @@ __all__ = [
     "WarnLimiter",
     "recover_missed_chats",
     "select_recovered",
+    "snowflake_id",
     "snowflake_time",
 ]
 
@@ -100,41 +103,77 @@ def snowflake_time(chat_id: int) -> int:
     return (chat_id >> 22) + SNOWFLAKE_EPOCH_MS
 
 
+def snowflake_id(ms: int) -> int:
+    """The largest snowflake id that a server could issue at epoch ms ``ms``."""
+    return ((ms - SNOWFLAKE_EPOCH_MS + 1) << 22) - 1
+
+
 class SeenChats:
     """The ids of the recent chats already yielded, in bounded memory.
 
-    Two generations of at most ``window`` ids each: when the current one is
-    full it becomes the old one and the oldest generation is forgotten;
-    ``floor`` remembers the largest id forgotten, and any chat at or below it
-    counts as seen (ids grow with time, so it is older than everything kept).
+    Ids are recorded in two generations of at most ``window`` ids each (plain
+    lists: appending is what the live stream does per chat, and it is half
+    the cost of a set insert); the set used for lookups is built lazily, on
+    the rare lookup of an id not above ``top`` (the largest id seen, so the
+    usual newer chat needs no lookup). When a generation is dropped,
+    ``floor`` becomes the largest id seen so far at that point; any id at or
+    below it counts as seen (ids grow with time: it is older than all kept).
     """
 
-    __slots__ = ("current", "floor", "old", "window")
+    __slots__ = ("_index", "_indexed", "_rotated_top", "floor", "old", "recent", "top", "window")
 
     def __init__(self, window: int = 10_000) -> None:
         self.window = window
-        self.current: set[int] = set()
-        self.old: set[int] = set()
+        self.recent: list[int] = []
+        self.old: list[int] = []
         self.floor = -1
+        self.top = -1
+        self._rotated_top = -1
+        self._index: set[int] | None = None
+        self._indexed = 0
 
     def __contains__(self, chat_id: int) -> bool:
-        return chat_id in self.current or chat_id in self.old or chat_id <= self.floor
+        if chat_id > self.top:
+            return False
+        if chat_id <= self.floor:
+            return True
+        index = self._index
+        if index is None:
+            index = self._index = set(self.old)
+            self._indexed = 0
+        if self._indexed < len(self.recent):
+            index.update(self.recent[self._indexed :])
+            self._indexed = len(self.recent)
+        return chat_id in index
 
     def add(self, chat_id: int) -> bool:
         """Record ``chat_id``; False if it was already seen (a duplicate)."""
-        if chat_id in self.current or chat_id in self.old or chat_id <= self.floor:
+        if chat_id > self.top:
+            self.top = chat_id
+        elif chat_id in self:
             return False
-        cur = self.current
-        cur.add(chat_id)
-        if len(cur) >= self.window:
-            if self.old:
-                self.floor = max(self.floor, max(self.old))
-            self.old = cur
-            self.current = set()
+        self.recent.append(chat_id)
+        if len(self.recent) >= self.window:
+            self.rotate()
         return True
 
+    def rotate(self) -> None:
+        """Start a new generation, forgetting the oldest one."""
+        if self.old:
+            self.floor = max(self.floor, self._rotated_top)
+        self._rotated_top = self.top
+        self.old = self.recent
+        self.recent = []
+        self._index = None
+
+    def first(self) -> int | None:
+        """The oldest id still recorded."""
+        if self.old:
+            return self.old[0]
+        return self.recent[0] if self.recent else None
+
     def __len__(self) -> int:
-        return len(self.current) + len(self.old)
+        return len(self.recent) + len(self.old)
 
 
 def select_recovered(
@@ -223,6 +262,10 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
             args = tuple(redact_url(a) if isinstance(a, str | bytes) else a for a in args)
             self.logger.log(level, msg, *args, **kwargs)
 
+
+# Known events straight from msgspec; anything else goes through
+# protocol.decode_event, which sorts unknown types from malformed frames.
+_event_decoder = msgspec.json.Decoder(p.KnownEvent)
 
 _CHANNEL_EVENTS = (p.ChatEdited, p.ChatDeleted, p.ChatReactionsUpdated, p.ChatTyping)
 
@@ -532,6 +575,22 @@ class EventStream:
     # The iteration
     # ------------------------------------------------------------------
 
+    def _start_boundary(self, ws: ClientConnection) -> int:
+        """The largest chat id that predates a stream started without a cursor.
+
+        From the server's clock (the handshake's Date header, 1 s resolution)
+        unless ours agrees with it, since ids carry the server's time.
+        """
+        local = now_ms()
+        when = local
+        date = ws.response.headers.get("Date") if ws.response is not None else None
+        if date:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                server = int(email.utils.parsedate_to_datetime(date).timestamp() * 1000)
+                if abs(server + 500 - local) > 1500:
+                    when = server
+        return snowflake_id(when)
+
     async def _events(self) -> AsyncIterator[p.Event]:
         try:
             if self._resolve_channels is not None:
@@ -540,12 +599,17 @@ class EventStream:
                     self._channel_list = list(dict.fromkeys(ids))
                     self._channels = frozenset(self._channel_list)
             query_after, gap_since = await self._cursor_time()
-            after_id = self._since
+            # Recovered chats must be newer than this id: the cursor, or what
+            # existed when the stream started (refined by the first live chat).
+            boundary = self._since
+            boundary_exact = boundary is not None or self._since_time is not None
             first = True
             error: str | None = None
             # Locals for the per-event loop below, which is what the benchmark measures.
             decode = p.decode_event
-            seen_add = self.seen.add
+            fast_decode = _event_decoder.decode
+            seen = self.seen
+            window = seen.window
             chat_sent = p.ChatSent
             channels = self._channels
             channel_events = _CHANNEL_EVENTS
@@ -556,12 +620,14 @@ class EventStream:
                 if ws is None:
                     return
                 opened = self._alive_at
+                if first and not boundary_exact:
+                    boundary = self._start_boundary(ws)
                 if not first:
                     self.reconnects += 1
                     query_after = gap_since - self.recovery_margin_ms if gap_since else None
                 if query_after is not None and gap_since is not None:
                     try:
-                        missed = await self._recover(query_after, after_id)
+                        missed = await self._recover(query_after, boundary)
                     except _RecoveryFailed as exc:
                         error = f"recovery failed: {exc}"
                         log.warning("%s; reconnecting", error)
@@ -570,28 +636,49 @@ class EventStream:
                         continue
                     yield p.Gap(since=gap_since, until=opened)
                     for chat in missed:
-                        if seen_add(chat.id):
+                        if seen.add(chat.id):
                             yield chat_sent(chat=chat, recovered=True)
-                after_id = None
-                first = False
                 recv = ws.recv
+                # The live loop, inlined for speed (see the benchmark): the
+                # usual chat is newer than any seen (id > top), one compare
+                # and a list append; anything else takes SeenChats' slow path.
+                top = seen.top
+                recent = seen.recent
+                append = recent.append
                 try:
                     while True:
                         data = await recv(False)
                         try:
-                            ev = decode(data)
-                        except frame_error as exc:
-                            bad_frames.warn(
-                                log,
-                                "skipped a malformed frame (%d bytes): %s",
-                                len(data),
-                                str(exc)[:200],
-                            )
-                            continue
+                            ev = fast_decode(data)
+                        except (msgspec.DecodeError, RecursionError):
+                            # Unknown type (yielded as UnknownEvent) or malformed (skipped).
+                            try:
+                                ev = decode(data)
+                            except frame_error as exc:
+                                bad_frames.warn(
+                                    log,
+                                    "skipped a malformed frame (%d bytes): %s",
+                                    len(data),
+                                    str(exc)[:200],
+                                )
+                                continue
                         if ev.__class__ is chat_sent:
                             chat = ev.chat
-                            if not seen_add(chat.id):
-                                continue
+                            cid = chat.id
+                            if cid > top:
+                                top = cid
+                                append(cid)
+                                if len(recent) >= window:
+                                    seen.top = top
+                                    seen.rotate()
+                                    recent = seen.recent
+                                    append = recent.append
+                            else:
+                                seen.top = top
+                                if not seen.add(cid):
+                                    continue
+                                recent = seen.recent
+                                append = recent.append
                             if channels is not None and chat.channel_id not in channels:
                                 continue
                         elif (
@@ -604,6 +691,16 @@ class EventStream:
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else "no close frame"
                     error = f"connection closed ({code})"
+                finally:
+                    seen.top = max(seen.top, top)
+                if first and not boundary_exact:
+                    # Live chats arrive in id order: an unseen id below the
+                    # first live one was stored before this stream connected.
+                    first_live = seen.first()
+                    if first_live is not None:
+                        boundary = first_live - 1
+                    boundary_exact = True
+                first = False
                 gap_since = self._alive_at
                 await self._drop_connection()
         finally:
