@@ -11,8 +11,10 @@ the system) and forwards bytes both ways until a test tells it to:
   and lets new ones through, which is what a reconnecting client meets;
 * ``drop_bytes(n)``: delete ``n`` bytes from the middle of the next chunk in
   one direction, so a websocket or HTTP frame arrives corrupted;
-* ``cut_mid_response(keep)``: forward only ``keep`` bytes of the next chunk
-  from the server, then reset that connection (a response cut in half);
+* ``cut_mid_response(keep, request=b"POST /api/...")``: forward only ``keep``
+  bytes of the next chunk from the server (on the connection that sent a
+  request starting with ``request``, if given), then reset that connection:
+  a response cut in half;
 * ``await refuse(seconds)``: stop listening, so connects get ECONNREFUSED,
   then listen again on the same port.
 
@@ -39,6 +41,7 @@ class _Link:
 
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
+    cut_down_after: int | None = None  # cut the next downstream chunk to this size
     flowing: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -75,7 +78,7 @@ class FaultProxy:
         self._links: set[_Link] = set()
         self._stall_new = False
         self._drops: dict[Direction, list[int]] = {"up": [], "down": []}
-        self._cut_after: list[int] = []
+        self._cut_after: list[tuple[int, bytes]] = []
         self._reopen: asyncio.Task[None] | None = None
         self._closed = False
         self._accepted_changed = asyncio.Condition()
@@ -140,9 +143,13 @@ class FaultProxy:
         """Delete ``count`` bytes from the middle of the next chunk going ``direction``."""
         self._drops[direction].append(count)
 
-    def cut_mid_response(self, keep: int = 16) -> None:
-        """Forward ``keep`` bytes of the next server chunk, then reset that connection."""
-        self._cut_after.append(keep)
+    def cut_mid_response(self, keep: int = 16, request: bytes = b"") -> None:
+        """Forward ``keep`` bytes of the next server chunk, then reset that connection.
+
+        With ``request``, only the answer to the next request that starts
+        with those bytes (``b"POST /api/channels/"``) is cut.
+        """
+        self._cut_after.append((keep, request))
 
     async def refuse(self, seconds: float) -> None:
         """Stop accepting (connects are refused), listen again after ``seconds``."""
@@ -220,7 +227,7 @@ class FaultProxy:
                 await link.flowing.wait()
                 if not data:
                     break
-                data, cut_now = self._mangle(data, direction)
+                data, cut_now = self._mangle(link, data, direction)
                 writer.write(data)
                 self.bytes_forwarded[direction] += len(data)
                 await writer.drain()
@@ -237,14 +244,22 @@ class FaultProxy:
             if writer.can_write_eof():
                 writer.write_eof()
 
-    def _mangle(self, data: bytes, direction: Direction) -> tuple[bytes, bool]:
+    def _mangle(self, link: _Link, data: bytes, direction: Direction) -> tuple[bytes, bool]:
         drops = self._drops[direction]
         if drops and len(data) >= 2:
             count = drops.pop(0)
             middle = len(data) // 2
             data = data[:middle] + data[middle + count :]
-        if direction == "down" and self._cut_after:
-            keep = self._cut_after.pop(0)
+        if self._cut_after:
+            keep, request = self._cut_after[0]
+            if direction == "up" and request and data.startswith(request):
+                self._cut_after.pop(0)
+                link.cut_down_after = keep
+            elif direction == "down" and not request:
+                self._cut_after.pop(0)
+                return data[:keep], True
+        if direction == "down" and link.cut_down_after is not None:
+            keep, link.cut_down_after = link.cut_down_after, None
             return data[:keep], True
         return data, False
 

@@ -161,3 +161,17 @@ async def test_close_ends_every_connection(echo_proxy: FaultProxy) -> None:
     writer.close()
     with pytest.raises(OSError):
         await _connect(echo_proxy)
+
+
+async def test_cut_mid_response_to_a_chosen_request(echo_proxy: FaultProxy) -> None:
+    reader, writer = await _connect(echo_proxy)
+    echo_proxy.cut_mid_response(keep=3, request=b"POST ")
+    writer.write(b"GET /a")  # not the chosen request: answered whole
+    assert await asyncio.wait_for(reader.readexactly(6), 5) == b"GET /a"
+    writer.write(b"POST /b")
+    got = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := await asyncio.wait_for(reader.read(100), 5):
+            got += chunk
+    assert got == b"POS"
+    writer.close()

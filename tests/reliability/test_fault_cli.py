@@ -1,0 +1,284 @@
+"""The command line through a misbehaving network, as a user runs it: a real
+``python -m concordctl`` subprocess pointed at a FaultProxy.
+
+* ``tail --json`` reconnects, prints the gap marker and every chat sent
+  meanwhile once and in order (``"recovered": true``), says on stderr that it
+  is reconnecting, and notices a silent socket within its keepalive bound.
+* ``send`` fails with the documented exit codes: 6 when the connection is
+  refused or cut mid-response (without a blind retry that would double-post),
+  124 when the server never answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultproxy import FaultProxy
+from streamcheck import Sender
+
+from concordctl.server import EmbeddedServer
+
+# The stream's default keepalive (stream.EventStream): a ping every 20 s,
+# 10 s for the pong. tail has no flag to change it, so its bound is theirs.
+TAIL_DEAD_SOCKET_BOUND = 20.0 + 10.0 + 4.0
+REST_TIMEOUT = 10.0  # the client's default, which send uses
+
+
+@pytest.fixture
+async def proxy(server: EmbeddedServer) -> AsyncIterator[FaultProxy]:
+    port = int(server.url.rsplit(":", 1)[1])
+    async with FaultProxy(port) as running:
+        yield running
+
+
+@pytest.fixture
+async def sender(server: EmbeddedServer, admin_password: str) -> AsyncIterator[Sender]:
+    s = await Sender.login(server.url, "admin", admin_password, "general")
+    yield s
+    await s.aclose()
+
+
+def cli_env(tmp_path: Path, token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
+    env |= {
+        "CONCORD_TOKEN": token,
+        "CONCORD_CONFIG": str(tmp_path / "none.toml"),
+        "HOME": str(tmp_path),
+        "NO_COLOR": "1",
+    }
+    return env
+
+
+def _token(sender: Sender) -> str:
+    return str(sender.http.headers["Authorization"]).split(" ", 1)[1]
+
+
+class Tail:
+    """A running ``concordctl tail --json``, its output collected as it comes."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+        self.raw_out: list[str] = []
+        self.stderr: list[tuple[float, str]] = []
+        self._changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read_out()), loop.create_task(self._read_err())]
+
+    @classmethod
+    async def start(cls, server: EmbeddedServer, url: str, env: dict[str, str], *args: str) -> Tail:
+        """Start a tail and wait until its websocket is open on the server."""
+        before = server.connected_clients()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "concordctl",
+            "tail",
+            "--json",
+            "--server",
+            url,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        tail = cls(proc)
+        async with asyncio.timeout(20):
+            while server.connected_clients() <= before:
+                assert proc.returncode is None, "".join(t for _, t in tail.stderr)
+                await asyncio.sleep(0.05)
+        return tail
+
+    async def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            text = line.decode()
+            self.raw_out.append(text)
+            self.lines.append(json.loads(text))
+            self._changed.set()
+
+    async def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        async for line in self.proc.stderr:
+            self.stderr.append((time.monotonic(), line.decode()))
+            self._changed.set()
+
+    def chat_ids(self) -> list[int]:
+        return [line["chat"]["id"] for line in self.lines if line.get("type") == "chat_sent"]
+
+    async def wait_for_chats(self, chats: list[Any], within: float) -> None:
+        wanted = {c.id for c in chats}
+        try:
+            async with asyncio.timeout(within):
+                while not wanted <= set(self.chat_ids()):
+                    if self.proc.returncode is not None:
+                        break
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        missing = wanted - set(self.chat_ids())
+        assert not missing, (
+            f"tail did not print {len(missing)} chats within {within} s; "
+            f"stderr: {''.join(t for _, t in self.stderr)[-1000:]}"
+        )
+
+    async def wait_for_stderr(self, needle: str, after: float, within: float) -> float:
+        async with asyncio.timeout(within):
+            while True:
+                for when, text in self.stderr:
+                    if when >= after and needle in text:
+                        return when
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def finish(self, within: float = 10.0) -> int:
+        """Wait for the exit (``--count``), or interrupt it."""
+        try:
+            async with asyncio.timeout(within):
+                code = await self.proc.wait()
+        except TimeoutError:
+            self.proc.terminate()
+            code = await self.proc.wait()
+        await asyncio.gather(*self._tasks)
+        return code
+
+
+def _assert_once_in_order(tail: Tail, sent: list[Any]) -> None:
+    ids = [i for i in tail.chat_ids() if i in {c.id for c in sent}]
+    assert ids == [c.id for c in sent], "tail printed chats missing, twice or out of order"
+
+
+async def test_tail_reconnects_and_prints_every_missed_chat_once(
+    server: EmbeddedServer, proxy: FaultProxy, sender: Sender, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path, _token(sender))
+    expected = 2 + 6 + 3 + 2
+    tail = await Tail.start(server, proxy.url, env, "--type", "chat_sent", "--count", str(expected))
+    live = await sender.send_many("live", 2)
+    await tail.wait_for_chats(live, 15)
+
+    cut_at = time.monotonic()
+    await proxy.refuse(1.0)
+    await proxy.cut()
+    missed = await sender.send_many("missed", 6)
+    await tail.wait_for_chats(missed, 20)
+    await tail.wait_for_stderr("reconnecting", cut_at, 5)
+
+    proxy.drop_bytes(9)  # corrupt the next frame in flight
+    corrupted = await sender.send_many("corrupted", 3)
+    await tail.wait_for_chats(corrupted, 20)
+    after = await sender.send_many("after", 2)
+    code = await tail.finish()
+
+    assert code == 0, "".join(t for _, t in tail.stderr)
+    _assert_once_in_order(tail, sender.sent)
+    recovered = {line["chat"]["content"] for line in tail.lines if line.get("recovered")}
+    assert {c.content for c in missed} <= recovered
+    assert not recovered & {c.content for c in after}
+    gaps = [line for line in tail.lines if line.get("type") == "concordctl.gap"]
+    assert gaps and all(g["since"] <= g["until"] for g in gaps)
+    first_missed = next(i for i, line in enumerate(tail.lines) if line.get("recovered"))
+    assert tail.lines[first_missed - 1]["type"] == "concordctl.gap"
+    output = "".join(tail.raw_out) + "".join(t for _, t in tail.stderr)
+    assert _token(sender) not in output
+
+
+async def test_tail_notices_a_silent_socket_within_its_keepalive_bound(
+    server: EmbeddedServer, proxy: FaultProxy, sender: Sender, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path, _token(sender))
+    tail = await Tail.start(server, proxy.url, env, "--type", "chat_sent", "--count", "4")
+    first = [await sender.send("before-stall")]
+    await tail.wait_for_chats(first, 15)
+    stalled_at = time.monotonic()
+    proxy.stall(existing_only=True)
+    missed = await sender.send_many("stalled", 3)
+    detected = await tail.wait_for_stderr("reconnecting", stalled_at, TAIL_DEAD_SOCKET_BOUND + 5)
+    assert detected - stalled_at <= TAIL_DEAD_SOCKET_BOUND
+    await tail.wait_for_chats(missed, REST_TIMEOUT + 10)
+    assert await tail.finish() == 0
+    _assert_once_in_order(tail, sender.sent)
+
+
+# ------------------------------------------------------------------ send
+
+
+async def _send(url: str, env: dict[str, str], *args: str) -> tuple[int, str, str, float]:
+    start = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "concordctl",
+        "send",
+        "--server",
+        url,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode(), time.monotonic() - start
+
+
+def _one_clear_line(stderr: str, token: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines and len(lines) <= 2, stderr
+    assert "Traceback" not in stderr and token not in stderr
+    assert lines[-1].startswith("concordctl:"), stderr
+
+
+async def test_send_to_a_refused_port_exits_6(
+    proxy: FaultProxy, sender: Sender, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path, _token(sender))
+    await proxy.refuse(120)
+    code, _, err, _ = await _send(proxy.url, env, str(sender.channel_id), "hello")
+    assert code == 6, err
+    _one_clear_line(err, _token(sender))
+
+
+async def test_send_to_a_silent_server_times_out_with_124(
+    proxy: FaultProxy, sender: Sender, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path, _token(sender))
+    proxy.stall()  # the connection opens, the request goes nowhere
+    code, _, err, took = await _send(proxy.url, env, str(sender.channel_id), "hello")
+    assert code == 124, err
+    assert took < REST_TIMEOUT + 15, f"send took {took:.1f} s against a silent server"
+    _one_clear_line(err, _token(sender))
+
+
+async def test_send_cut_mid_response_exits_6_and_never_double_posts(
+    proxy: FaultProxy, sender: Sender, server: EmbeddedServer, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path, _token(sender))
+    proxy.cut_mid_response(keep=25, request=b"POST /api/channels/")  # status line only
+    code, out, err, _ = await _send(proxy.url, env, str(sender.channel_id), "cut-once")
+    assert code == 6, (code, out, err)
+    _one_clear_line(err, _token(sender))
+    assert "may" in err, "the user is told the chat may have been sent"
+    # The request did reach the server: the chat exists exactly once (no
+    # blind retry of a POST).
+    response = await sender.http.get("/api/chats", params={"query": "cut-once"})
+    assert [c["content"] for c in response.json()].count("cut-once") == 1
+
+    # With --key the retry a CI job does after such a failure does not double-post.
+    proxy.cut_mid_response(keep=25, request=b"POST /api/channels/")
+    args = (str(sender.channel_id), "keyed", "--key", "job-42")
+    first = await _send(proxy.url, env, *args)
+    assert first[0] != 0
+    again = await _send(proxy.url, env, *args)
+    assert again[0] == 0, again
+    response = await sender.http.get("/api/chats", params={"query": "keyed"})
+    assert len([c for c in response.json() if c["content"].startswith("keyed")]) == 1
