@@ -131,7 +131,9 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         try:
             print(f"concordctl: serving on {server.url} (database: {db_path})", flush=True)
-            if server.admin_password is not None:
+            if server.admin_password is not None and admin_password is not None:
+                print("concordctl: created user admin with the password from stdin", flush=True)
+            elif server.admin_password is not None:
                 print(
                     f"concordctl: created user admin with password: {server.admin_password}\n"
                     "concordctl: it is shown only this once; log in with "

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 
+from concordctl.errors import redact_url
 from concordctl.server import auth
 from concordctl.server.app import ServerState, build_app
 from concordctl.server.config import ServerConfig, key_path_for
@@ -36,15 +37,26 @@ SHUTDOWN_CODE = 1001
 RESTART_CODE = 1012
 
 
-class _QuietDenials(logging.Filter):
-    """uvicorn's sans-I/O websocket logs an error after every refused handshake
-    (a 401 or 503 sent on purpose through the denial-response extension)."""
+class _UvicornLogFilter(logging.Filter):
+    """Keep uvicorn's own log lines free of tokens and of noise.
+
+    uvicorn logs each websocket handshake with its query string (the token):
+    those lines are dropped (our access log has them, redacted), and anything
+    else is redacted too. Its sans-I/O websocket also logs an error after
+    every handshake we refuse on purpose (401, 503) through the denial
+    extension; that line is dropped.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "without completing handshake" not in record.getMessage()
+        message = record.getMessage()
+        if "without completing handshake" in message or '"WebSocket ' in message:
+            return False
+        record.msg, record.args = redact_url(message), ()
+        return True
 
 
-logging.getLogger("uvicorn.error").addFilter(_QuietDenials())
+for _name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    logging.getLogger(_name).addFilter(_UvicornLogFilter())
 
 
 class _Uvicorn(uvicorn.Server):

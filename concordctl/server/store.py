@@ -528,8 +528,25 @@ class Store:
         ).fetchall()
         return self._chats(rows)
 
+    #: Above this many word matches, walking the time index beats sorting matches.
+    FTS_SORT_LIMIT = 5000
+
+    def _many_matches(self, match: str) -> bool:
+        row = self._db.execute(
+            "SELECT count(*) FROM (SELECT rowid FROM chats_fts WHERE chats_fts MATCH ? LIMIT ?)",
+            (match, self.FTS_SORT_LIMIT),
+        ).fetchone()
+        return bool(row[0] >= self.FTS_SORT_LIMIT)
+
     def search_sql(self, f: SearchFilter) -> tuple[str, list[Any]] | None:
-        """The statement and parameters for a search; None when it cannot match."""
+        """The statement and parameters for a search; None when it cannot match.
+
+        A word search that matches few chats sorts its matches; one that
+        matches many (a common word at a million chats) walks the
+        ``created_at`` index newest first and stops after one page instead
+        of sorting hundreds of thousands of rows.
+        """
+        walk_time_index = False
         where: list[str] = []
         params: list[Any] = []
         if f.query is not None and f.query.strip():
@@ -538,6 +555,12 @@ class Store:
                 return None
             where.append("id IN (SELECT rowid FROM chats_fts WHERE chats_fts MATCH ?)")
             params.append(match)
+            walk_time_index = (
+                f.author_id is None
+                and f.channel_id is None
+                and f.thread_id in (None, -1)
+                and self._many_matches(match)
+            )
         if f.author_id is not None:
             where.append("author_id = ?")
             params.append(f.author_id)
@@ -557,6 +580,8 @@ class Store:
             where.append("created_at > ?")
             params.append(f.after)
         sql = f"SELECT {_CHAT_COLUMNS} FROM chats"
+        if walk_time_index:
+            sql += " INDEXED BY chats_time"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
