@@ -136,3 +136,13 @@ def assert_exactly_once_in_order(collector: Collector, sent: list[p.Chat]) -> No
     assert got == expected, "chats out of order: " + str(
         [next(c.content for c in sent if c.id == i) for i in got]
     )
+
+
+async def poll_until(predicate: Callable[[], bool], within: float, what: str) -> float:
+    """Wait until ``predicate()`` holds (for state that signals nothing), polling."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > within:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
