@@ -1177,6 +1177,8 @@ class _Runtime:
                 self.start_periodic(bot)
                 self.ready.set()
                 log.info("bot ready (user id %s)", self.self_id)
+                if bot.health_file and self.connected:
+                    _touch_health_file(bot.health_file)
             self.gate_open = True
             self.gate.set()
             try:

@@ -219,11 +219,20 @@ class Harness:
         client = await self.user(as_user)
         await client.react(chat.id if isinstance(chat, Chat) else chat, reaction)
 
-    async def ask(self, text: str, **kwargs: Any) -> Chat:
-        """Send ``text`` (see :meth:`send`) and return the bot's reply."""
-        timeout = kwargs.pop("timeout", None)
-        chat = await self.send(text, **kwargs)
-        return await self.expect_reply(chat, timeout=timeout)
+    async def ask(
+        self,
+        text: str,
+        *,
+        channel: int | str = "general",
+        as_user: str = "alice",
+        thread_id: int | None = None,
+        match: str | re.Pattern[str] | None = None,
+        author: str | int | None = None,
+        timeout: float | None = None,
+    ) -> Chat:
+        """Send ``text`` (see :meth:`send`) and return the reply (see :meth:`expect_reply`)."""
+        chat = await self.send(text, channel=channel, as_user=as_user, thread_id=thread_id)
+        return await self.expect_reply(chat, match=match, author=author, timeout=timeout)
 
     # -- expectations ------------------------------------------------------
 

@@ -175,7 +175,7 @@ def _setup_logging() -> None:
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if _state.get("debug") else logging.INFO)
     # Request lines would be noise at INFO (and a URL may carry a token).
-    for noisy in ("httpx", "httpcore", "websockets"):
+    for noisy in ("httpx", "httpcore", "websockets", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

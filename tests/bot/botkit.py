@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from concordctl.errors import NotFound
@@ -106,3 +109,66 @@ async def eventually(condition: Callable[[], bool], within: float = 10.0) -> Non
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110 - polling state with no event to wait on
             await asyncio.sleep(0.02)
+
+
+class BotProcess:
+    """``concordctl run ...`` as a subprocess, its stderr collected line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.stderr: list[str] = []
+        self.stdout: list[str] = []
+        self._readers = [
+            asyncio.create_task(self._read(proc.stderr, self.stderr)),
+            asyncio.create_task(self._read(proc.stdout, self.stdout)),
+        ]
+
+    @classmethod
+    async def start(cls, *args: str, env: dict[str, str], cwd: str | None = None) -> BotProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "concordctl",
+            *args,
+            env=env,
+            cwd=cwd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(proc)
+
+    @staticmethod
+    async def _read(stream: asyncio.StreamReader | None, into: list[str]) -> None:
+        assert stream is not None
+        async for line in stream:
+            into.append(line.decode(errors="replace").rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.stderr)
+
+    async def wait_for_log(self, text: str, within: float = 15.0) -> None:
+        try:
+            await eventually(lambda: text in self.log or self.proc.returncode is not None, within)
+        except TimeoutError:
+            raise AssertionError(f"no {text!r} in the bot's log:\n{self.log}") from None
+        assert text in self.log, f"bot exited ({self.proc.returncode}) before {text!r}:\n{self.log}"
+
+    async def wait(self, within: float = 20.0) -> int:
+        async with asyncio.timeout(within):
+            code = await self.proc.wait()
+            await asyncio.gather(*self._readers)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for a subprocess: no user config, no inherited CONCORD_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
+    env["CONCORD_CONFIG"] = str(tmp / "no-config.toml")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
