@@ -422,6 +422,7 @@ class Client:
             fetch_chats=fetch,
             get_chat=rest.chat,
             resolve_channels=resolve,
+            on_dead_connection=self._reset_rest,
             since=since,
             since_time=since_time,
             on_state=on_state,
@@ -431,6 +432,9 @@ class Client:
         self._streams = [s for s in self._streams if s.state.state != "closed"]
         self._streams.append(stream)
         return stream
+
+    async def _reset_rest(self) -> None:
+        self.rest.reset_connections()
 
     # Client frames: over the newest open stream, else over a short connection.
 

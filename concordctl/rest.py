@@ -209,14 +209,11 @@ class RestClient:
         self._renew_lock = asyncio.Lock()
         self.max_retries = max_retries
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url + "/api",
-            timeout=httpx.Timeout(timeout),
-            verify=verify,
-            transport=transport,
-            headers={"User-Agent": "concordctl", "Accept": "application/json"},
-            trust_env=False,
-        )
+        self._timeout = timeout
+        self._verify = verify
+        self._transport = transport
+        self._http = self._make_http()
+        self._retired: set[asyncio.Task[None]] = set()
         if token:
             self._set_token(token)
 
@@ -233,7 +230,41 @@ class RestClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        retired = list(self._retired)
+        for task in retired:
+            task.cancel()
+        await asyncio.gather(*retired, return_exceptions=True)
         await self._http.aclose()
+
+    def _make_http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url + "/api",
+            timeout=httpx.Timeout(self._timeout),
+            verify=self._verify,
+            transport=self._transport,
+            headers={"User-Agent": "concordctl", "Accept": "application/json"},
+            trust_env=False,
+        )
+
+    def reset_connections(self) -> None:
+        """Use fresh connections from now on (the old pool may sit on a dead path).
+
+        Requests in flight on the old pool finish or time out; the old pool
+        is closed after the request timeout.
+        """
+        if self._transport is not None:
+            return  # a caller-provided transport (tests) is not ours to replace
+        old, self._http = self._http, self._make_http()
+
+        async def retire() -> None:
+            try:
+                await asyncio.sleep(self._timeout + 1.0)
+            finally:
+                await old.aclose()
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     # ------------------------------------------------------------------
     # Tokens

@@ -292,6 +292,7 @@ class EventStream:
         fetch_chats: FetchChats | None = None,
         get_chat: Callable[[int], Awaitable[p.Chat]] | None = None,
         resolve_channels: Callable[[], Awaitable[Sequence[int] | None]] | None = None,
+        on_dead_connection: Callable[[], Awaitable[None]] | None = None,
         since: int | None = None,
         since_time: int | None = None,
         on_state: Callable[[StreamState], object] | None = None,
@@ -313,6 +314,8 @@ class EventStream:
         self._fetch_chats = fetch_chats
         self._get_chat = get_chat
         self._resolve_channels = resolve_channels
+        self._on_dead_connection = on_dead_connection
+        self._found_dead = False
         self._since = since
         self._since_time = since_time
         self._on_state = on_state
@@ -524,6 +527,7 @@ class EventStream:
                     await pong
             except TimeoutError:
                 log.warning("no pong within %.1f s: replacing the connection", timeout)
+                self._found_dead = True
                 transport.abort()
                 return
             except ConnectionClosed:
@@ -613,7 +617,6 @@ class EventStream:
             chat_sent = p.ChatSent
             channels = self._channels
             channel_events = _CHANNEL_EVENTS
-            frame_error = p.FrameError
             bad_frames = self._bad_frames
             while True:
                 ws = await self._connect(first, error)
@@ -650,11 +653,13 @@ class EventStream:
                         data = await recv(False)
                         try:
                             ev = fast_decode(data)
-                        except (msgspec.DecodeError, RecursionError):
+                        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
                             # Unknown type (yielded as UnknownEvent) or malformed (skipped).
+                            # Not only FrameError: msgspec lets UnicodeDecodeError out for
+                            # invalid UTF-8 in a string, and bad input must never end the stream.
                             try:
                                 ev = decode(data)
-                            except frame_error as exc:
+                            except Exception as exc:
                                 bad_frames.warn(
                                     log,
                                     "skipped a malformed frame (%d bytes): %s",
@@ -703,6 +708,14 @@ class EventStream:
                 first = False
                 gap_since = self._alive_at
                 await self._drop_connection()
+                if self._found_dead and self._on_dead_connection is not None:
+                    # The network path went silent: pooled REST connections over
+                    # it are likely dead too, and recovery must not wait on them.
+                    self._found_dead = False
+                    try:
+                        await self._on_dead_connection()
+                    except Exception:
+                        log.exception("on_dead_connection hook failed")
         finally:
             self._closed = True
             await self._drop_connection()
