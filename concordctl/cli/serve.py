@@ -130,7 +130,6 @@ def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            print(f"concordctl: serving on {server.url} (database: {db_path})", flush=True)
             if server.admin_password is not None and admin_password is not None:
                 print("concordctl: created user admin with the password from stdin", flush=True)
             elif server.admin_password is not None:
@@ -142,6 +141,8 @@ def serve(
                 )
             elif admin_password is not None:
                 print("concordctl: database already set up; admin password unchanged", flush=True)
+            # Last, so whoever waits for this line has seen the password too.
+            print(f"concordctl: serving on {server.url} (database: {db_path})", flush=True)
             await server.serve_until(stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):

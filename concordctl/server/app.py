@@ -22,9 +22,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
 
 from concordctl import protocol as p
 from concordctl.errors import redact_url
@@ -603,41 +602,76 @@ def _ws_token(scope: Scope) -> str | None:
     return None
 
 
-async def _deny(ws: WebSocket, status: int, message: str, headers: dict[str, str]) -> None:
-    await ws.send_denial_response(error_response("/client", status, message, headers))
+async def _deny(
+    scope: Scope, send: Send, status: int, message: str, headers: dict[str, str]
+) -> None:
+    """Refuse a handshake with an HTTP response (401, 429, 503)."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": ""})  # a 403
+        return
+    response = error_response("/client", status, message, headers)
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": response.body})
 
 
-async def client_socket(ws: WebSocket) -> None:
-    state: ServerState = ws.app.state.concord
+async def client_socket(state: ServerState, scope: Scope, receive: Receive, send: Send) -> None:
+    """``/client?token=``: a raw ASGI handler, because every event of every
+    client goes through its ``send`` and Starlette's wrappers cost on each."""
+    started = time.perf_counter()
+    status = 101
+    try:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        status = await _client_session(state, scope, receive, send)
+    finally:
+        if state.config.log_requests:
+            query = scope.get("query_string", b"").decode("latin-1")
+            access_log.info(
+                '%s "WS %s" %s %.1fms',
+                (scope.get("client") or ("?", 0))[0],
+                redact_url(scope.get("path", "") + ("?" + query if query else "")),
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+async def _client_session(state: ServerState, scope: Scope, receive: Receive, send: Send) -> int:
     config = state.config
     if state.shutting_down or time.monotonic() < state.refuse_until:
-        await _deny(ws, 503, "not accepting connections now", {"Retry-After": "1"})
-        return
-    user = _token_user(state, _ws_token(ws.scope))
+        await _deny(scope, send, 503, "not accepting connections now", {"Retry-After": "1"})
+        return 503
+    user = _token_user(state, _ws_token(scope))
     if user is None:
-        await _deny(ws, 401, "", {})
-        return
+        await _deny(scope, send, 401, "", {})
+        return 401
     if state.hub.connections_of(user.id) >= config.max_ws_per_user:
-        await _deny(ws, 429, f"at most {config.max_ws_per_user} connections per user", {})
-        return
-    await ws.accept()
+        limit = config.max_ws_per_user
+        await _deny(scope, send, 429, f"at most {limit} connections per user", {})
+        return 429
+    await send({"type": "websocket.accept"})
 
-    async def send(frame: str | bytes) -> None:
+    async def send_frame(frame: str | bytes) -> None:
         if isinstance(frame, str):
-            await ws.send({"type": "websocket.send", "text": frame})
+            await send({"type": "websocket.send", "text": frame})
         else:
-            await ws.send({"type": "websocket.send", "bytes": frame})
+            await send({"type": "websocket.send", "bytes": frame})
 
     async def close(code: int, reason: str) -> None:
-        await ws.close(code, reason)
+        await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    sub = Subscriber(user.id, send, close, config.ws_queue_size)
+    sub = Subscriber(user.id, send_frame, close, config.ws_queue_size)
     state.hub.add(sub)
     loop = asyncio.get_running_loop()
     online_timer = loop.call_later(config.online_delay, _mark_online, state, sub)
     try:
         while True:
-            message: Message = await ws.receive()
+            message: Message = await receive()
             if message["type"] == "websocket.disconnect":
                 break
             data = message.get("text")
@@ -653,6 +687,7 @@ async def client_socket(ws: WebSocket) -> None:
         if user.id in state.online and state.hub.connections_of(user.id) == 0:
             state.online.discard(user.id)
             state.broadcast(p.UserStatusUpdated(user_id=user.id, status="OFFLINE"))
+    return 101
 
 
 def _mark_online(state: ServerState, sub: Subscriber) -> None:
@@ -703,7 +738,7 @@ class AccessLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] != "http":  # websockets log their own line
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -711,10 +746,8 @@ class AccessLog:
 
         async def sending(message: Message) -> None:
             kind = message["type"]
-            if kind in ("http.response.start", "websocket.http.response.start"):
+            if kind == "http.response.start":
                 status[0] = message["status"]
-            elif kind == "websocket.accept":
-                status[0] = 101
             await send(message)
 
         try:
@@ -723,7 +756,7 @@ class AccessLog:
             query = scope.get("query_string", b"").decode("latin-1")
             target = scope.get("path", "") + ("?" + query if query else "")
             client = scope.get("client") or ("?", 0)
-            method = scope.get("method", "WS")
+            method = scope.get("method", "?")
             access_log.info(
                 '%s "%s %s" %s %.1fms',
                 client[0],
@@ -734,7 +767,25 @@ class AccessLog:
             )
 
 
-def build_app(state: ServerState) -> Starlette:
+class _Dispatch:
+    """The websocket straight to its handler; everything else to Starlette."""
+
+    def __init__(self, state: ServerState, app: ASGIApp) -> None:
+        self.state = state
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            if scope.get("path") == "/client":
+                await client_socket(self.state, scope, receive, send)
+            else:
+                await receive()
+                await _deny(scope, send, 404, "no such endpoint", {})
+            return
+        await self.app(scope, receive, send)
+
+
+def build_app(state: ServerState) -> ASGIApp:
     routes = [
         Route("/api/tokens", post_token, methods=["POST"]),
         Route("/api/tokens/recycle", recycle_token, methods=["GET"]),
@@ -758,7 +809,6 @@ def build_app(state: ServerState) -> Starlette:
         Route("/api/chats/{chat_id}", delete_chat, methods=["DELETE"]),
         Route("/api/chats/{chat_id}/reactions", get_reactions, methods=["GET"]),
         Route("/api/chats/{chat_id}/reactions", post_reaction, methods=["POST"]),
-        WebSocketRoute("/client", client_socket),
     ]
     middleware: list[Middleware] = []
     if state.config.log_requests:
@@ -781,4 +831,4 @@ def build_app(state: ServerState) -> Starlette:
 
     app.add_exception_handler(404, fallback)
     app.add_exception_handler(405, fallback)
-    return app
+    return _Dispatch(state, app)

@@ -43,6 +43,7 @@ _SCRYPT_N = 2**14
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _KEY_FILE_MODE = 0o600
+_VERIFIED_CACHE_SIZE = 4096
 
 
 def random_password() -> str:
@@ -132,6 +133,7 @@ class TokenSigner:
         self._key = key
         self._public = key.public_key()
         self.validity_seconds = validity_seconds
+        self._verified: dict[str, TokenClaims] = {}
 
     def issue(self, username: str, user_id: int, *, lifetime: float | None = None) -> str:
         """A token for the user; ``lifetime`` (seconds, may be negative in tests)
@@ -148,6 +150,20 @@ class TokenSigner:
         return jwt.encode(claims, self._key, algorithm="RS256")
 
     def verify(self, token: str) -> TokenClaims:
+        """The token's claims, or TokenError. Verified tokens are remembered
+        (until they expire) so a busy client does not pay an RSA check per call."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at > time.time():
+                return cached
+            del self._verified[token]
+        claims = self._verify(token)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> TokenClaims:
         try:
             claims = jwt.decode(
                 token,

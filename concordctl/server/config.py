@@ -57,6 +57,8 @@ class ServerConfig:
     online_delay: float = 1.0
     #: uvicorn's websocket implementation ("websockets-sansio", "websockets", "wsproto").
     ws_impl: str = "websockets-sansio"
+    #: uvicorn's HTTP implementation ("h11", or "httptools" when installed).
+    http_impl: str = "h11"
 
     @property
     def token_validity_seconds(self) -> float:

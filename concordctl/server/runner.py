@@ -127,7 +127,14 @@ class EmbeddedServer:
     async def start(self) -> None:
         if self._state is None:
             self._state = await asyncio.to_thread(self._open)
-        await self._serve()
+            try:
+                await self._serve()
+            except BaseException:
+                self._state.store.close()
+                self._state = None
+                raise
+        else:
+            await self._serve()
 
     def _open(self) -> ServerState:
         """Open (and on first start seed) the database and the signing key."""
@@ -162,6 +169,7 @@ class EmbeddedServer:
             access_log=False,
             server_header=False,
             ws=cfg.ws_impl,
+            http=cfg.http_impl,
             ws_max_size=cfg.ws_max_message_bytes,
             ws_per_message_deflate=False,
             ssl_certfile=cfg.ssl_certfile,
