@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import difflib
+import dis
 import inspect
 import json
 import logging
@@ -277,16 +278,19 @@ class _Listener:
     channel_id: int | None = None
     author_id: int | None = None
     lanes: dict[int | None, _Lane] = field(default_factory=dict)
+    # derived once here, read on every event
+    filtered: bool = False
+    inline: bool = False
 
-    @property
-    def filtered(self) -> bool:
-        return (
+    def __post_init__(self) -> None:
+        self.filtered = (
             self.channel_ref is not None
             or self.author_ref is not None
             or self.pattern is not None
             or self.thread is not _ANY
             or not self.recovered
         )
+        self.inline = self.is_async and not self.command and _never_suspends(self.fn)
 
 
 @dataclass(eq=False)
@@ -309,6 +313,27 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
     )
+
+
+# Opcodes through which a coroutine can suspend (await, async for, async with).
+_SUSPENDING_OPS = frozenset(
+    ("GET_AWAITABLE", "SEND", "YIELD_VALUE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH")
+)
+
+
+def _never_suspends(fn: Callable[..., Any]) -> bool:
+    """True for an ``async def`` whose body has no await at all.
+
+    Such a handler cannot suspend, so the bot runs it inline when its event
+    arrives instead of through a lane task: a counter or a log line then costs
+    about a function call. Nothing else about it differs (errors are caught and
+    logged the same way; it cannot be cancelled, but neither could it be in a
+    task, since it never yields).
+    """
+    code = getattr(fn, "__code__", None)
+    if code is None or not inspect.iscoroutinefunction(fn):
+        return False
+    return not any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(code))
 
 
 def _positional_count(fn: Callable[..., Any]) -> int:
@@ -700,6 +725,10 @@ class Bot:
         self._on_shutdown: list[_Hook] = []
         self._routes: dict[str, tuple[_Listener, ...]] = {}
         self._unknown_route: tuple[_Listener, ...] | None = None
+        # chat_sent is most of the traffic: its route, and when every handler
+        # on it is a plain await-free one, just their functions (the fast path).
+        self._chat_route: tuple[_Listener, ...] | None = None
+        self._chat_fast: tuple[_Listener, ...] | None = None
         self._order = 0
         self._help = _Listener(
             name="help",
@@ -769,6 +798,8 @@ class Bot:
             self._listeners.append(listener)
             self._routes.clear()
             self._unknown_route = None
+            self._chat_route = None
+            self._chat_fast = None
             return fn
 
         return register
@@ -1033,6 +1064,13 @@ class Bot:
             self._routes[etype] = route
         return route
 
+    def _route_chat(self) -> tuple[_Listener, ...]:
+        route = self._route("chat_sent")
+        self._chat_route = route
+        simple = all(lst.inline and not lst.filtered and not lst.pass_match for lst in route)
+        self._chat_fast = route if simple else None
+        return route
+
     def _route_unknown(self) -> tuple[_Listener, ...]:
         if self._unknown_route is None:
             self._unknown_route = tuple(
@@ -1123,7 +1161,7 @@ class _Runtime:
         self.periodic_tasks: list[asyncio.Task[None]] = []
         self.backlog = 0
         self.room: asyncio.Future[None] | None = None
-        self.last_chat_id: int | None = None
+        self.last_chat_id = 0  # the newest chat id seen (0: none yet)
         self.events_seen = 0
         self.quiet_since = self.loop.time()
         self.seen_at_check = -1
@@ -1167,6 +1205,7 @@ class _Runtime:
                 # factory can be reopened by the watchdog.
                 self.connected = True
                 self.restartable = callable(events)
+            bot._route_chat()
             maintenance = asyncio.create_task(self.maintain(), name="concordctl-bot-maintenance")
             self.consumer = asyncio.create_task(self.consume(events), name="concordctl-bot-stream")
             if self.stopping:
@@ -1295,6 +1334,7 @@ class _Runtime:
         for task in self.periodic_tasks:
             task.cancel()
         self.periodic_tasks.clear()
+        new._route_chat()
         new._runtime = self
         self.bot = new
         old._runtime = self
@@ -1308,7 +1348,7 @@ class _Runtime:
         assert task is not None
         while True:
             if callable(events):
-                it: AsyncIterator[Any] = events(self.last_chat_id)
+                it: AsyncIterator[Any] = events(self.last_chat_id or None)
             else:
                 it = aiter(events)
             try:
@@ -1340,6 +1380,26 @@ class _Runtime:
                 if self.stopping:
                     return
             self.events_seen += 1
+            if ev.__class__ is ChatSent:
+                # The fast path (most traffic): a chat that is not a command,
+                # not the bot's own, with only plain await-free handlers.
+                bot = self.bot
+                fast = bot._chat_fast
+                chat = ev.chat
+                if (
+                    fast is not None
+                    and chat.author_id != self.self_id
+                    and not chat.content.startswith(bot.prefix)
+                ):
+                    if chat.id > self.last_chat_id:
+                        self.last_chat_id = chat.id
+                    for lst in fast:
+                        try:  # iterating __await__ (not send()) spares a StopIteration
+                            for _ in lst.fn(ev).__await__():
+                                raise RuntimeError("an await-free handler suspended")
+                        except Exception as exc:
+                            self.on_failure(lst, ev, exc)
+                    continue
             dispatch(ev)
             if self.backlog >= limit:
                 await self.wait_for_room()
@@ -1352,32 +1412,60 @@ class _Runtime:
             self.room = None
 
     def dispatch(self, ev: Any) -> None:
-        """Hand one event to the lanes of every matching handler (no awaiting)."""
-        bot = self.bot
-        only: str | None = None
-        if ev.__class__ is _Targeted:
-            only = ev.handler
-            ev = ev.event
+        """Hand one event to every matching handler (no awaiting).
+
+        Await-free handlers run right here; the others get the event queued in
+        their lane for this channel. This is the hot path: it is written for
+        chat_sent with plain handlers first.
+        """
         cls = ev.__class__
-        own = False
         if cls is ChatSent:
+            bot = self.bot
             chat = ev.chat
-            if self.last_chat_id is None or chat.id > self.last_chat_id:
+            if chat.id > self.last_chat_id:
                 self.last_chat_id = chat.id
             own = chat.author_id == self.self_id
-            if bot._commands or bot.help_command or bot.unknown_command == "reply":
+            if chat.content.startswith(bot.prefix) and (
+                bot._commands or bot.help_command or bot.unknown_command == "reply"
+            ):
                 parsed = parse_command(chat.content, bot.prefix)
                 if parsed is not None:
-                    self.dispatch_command(bot, ev, parsed, own, only)
-            route = bot._routes.get("chat_sent")
+                    self.dispatch_command(bot, ev, parsed, own, None)
+            route = bot._chat_route
             if route is None:
-                route = bot._route("chat_sent")
+                route = bot._route_chat()
+            self.dispatch_to(route, ev, own, None)
+        elif cls is _Targeted:
+            self.dispatch_targeted(ev)
         elif cls is UnknownEvent:
-            route = bot._route_unknown()
+            self.dispatch_to(self.bot._route_unknown(), ev, False, None)
         else:
+            bot = self.bot
             route = bot._routes.get(ev.type)
             if route is None:
                 route = bot._route(ev.type)
+            self.dispatch_to(route, ev, False, None)
+
+    def dispatch_targeted(self, item: _Targeted) -> None:
+        """A replayed dead letter: only to the handler that failed on it."""
+        ev = item.event
+        bot = self.bot
+        own = False
+        if isinstance(ev, ChatSent):
+            own = ev.chat.author_id == self.self_id
+            parsed = parse_command(ev.chat.content, bot.prefix)
+            if parsed is not None:
+                self.dispatch_command(bot, ev, parsed, own, item.handler)
+            route = bot._route("chat_sent")
+        elif isinstance(ev, UnknownEvent):
+            route = bot._route_unknown()
+        else:
+            route = bot._route(ev.type)
+        self.dispatch_to(route, ev, own, item.handler)
+
+    def dispatch_to(
+        self, route: tuple[_Listener, ...], ev: Any, own: bool, only: str | None
+    ) -> None:
         key: int | None = None
         keyed = False
         for lst in route:
@@ -1392,8 +1480,15 @@ class _Runtime:
                 extra = self.accepts(lst, ev)
                 if extra is _NO:
                     continue
+            if lst.inline:
+                try:
+                    for _ in (lst.fn(ev, extra) if lst.pass_match else lst.fn(ev)).__await__():
+                        raise RuntimeError("an await-free handler suspended")  # cannot happen
+                except Exception as exc:
+                    self.on_failure(lst, ev, exc)
+                continue
             if not keyed:
-                key = ev.chat.channel_id if cls is ChatSent else _channel_of(ev)
+                key = ev.chat.channel_id if ev.__class__ is ChatSent else _channel_of(ev)
                 keyed = True
             self.enqueue(lst, key, ev, extra, own)
 

@@ -692,3 +692,37 @@ async def test_swap_hands_the_running_connection_to_new_handlers() -> None:
     old.stop()
     await asyncio.wait_for(task, 5)
     assert got == ["old:1", "new:2"] and ready == ["new"]
+
+
+async def test_await_free_handlers_run_inline_and_are_still_isolated(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from concordctl.bot import _never_suspends
+
+    async def plain(ev: Event) -> None:
+        return None
+
+    async def awaits(ev: Event) -> None:
+        await asyncio.sleep(0)
+
+    async def loops(ev: Event) -> None:
+        async for _ in from_list([]):
+            pass
+
+    assert _never_suspends(plain)
+    assert not _never_suspends(awaits) and not _never_suspends(loops)
+
+    bot = Bot(dead_letters=tmp_path / "dead.ndjson")
+    seen: list[str] = []
+
+    @bot.on("chat_sent")
+    async def counter(ev: ChatSent) -> None:
+        if ev.chat.content == "bad":
+            raise KeyError("inline failure")
+        seen.append(ev.chat.content)
+
+    with caplog.at_level(logging.ERROR, logger="concordctl.bot"):
+        await run(bot, [chat("a"), chat("bad"), chat("b"), chat("!cmd"), chat("c", author=BOT_ID)])
+    assert seen == ["a", "b", "!cmd"]  # in order; the bot's own chat skipped
+    assert "counter raised on chat_sent" in caplog.text and "inline failure" in caplog.text
+    assert (tmp_path / "dead.ndjson").read_text().count("\n") == 1
