@@ -65,6 +65,7 @@ __all__ = [
     "SeenChats",
     "StreamState",
     "WarnLimiter",
+    "close_reason",
     "recover_missed_chats",
     "select_recovered",
     "snowflake_id",
@@ -228,6 +229,18 @@ async def recover_missed_chats(
         else:
             log.warning("recovery stopped after %d pages of channel %s", max_pages, channel_id)
     return list(found.values())
+
+
+def close_reason(exc: ConnectionClosed) -> str:
+    """One line for a closed connection: who closed it, code and reason."""
+    if exc.rcvd is not None:
+        frame, who = exc.rcvd, "server"
+    elif exc.sent is not None:
+        frame, who = exc.sent, "client"
+    else:
+        return "connection lost (no close frame)"
+    reason = f" {frame.reason}" if frame.reason else ""
+    return f"connection closed by the {who} ({frame.code}{reason})"
 
 
 class WarnLimiter:
@@ -694,8 +707,7 @@ class EventStream:
                             continue
                         yield ev
                 except ConnectionClosed as exc:
-                    code = exc.rcvd.code if exc.rcvd is not None else "no close frame"
-                    error = f"connection closed ({code})"
+                    error = close_reason(exc)
                 finally:
                     seen.top = max(seen.top, top)
                 if first and not boundary_exact:
