@@ -317,7 +317,10 @@ class RestClient:
 
     async def recycle_token(self) -> str:
         """``GET /tokens/recycle``: a fresh token for the current one."""
-        tok = await self._call("GET", "/tokens/recycle", "renew the token", p.Token)
+        # With the current token as is: ensure_token() may be what called us.
+        tok = await self._call(
+            "GET", "/tokens/recycle", "renew the token", p.Token, bearer=self._token
+        )
         self._set_token(tok.token)
         return tok.token
 
@@ -381,6 +384,7 @@ class RestClient:
         auth: bool = True,
         login: bool = False,
         idempotent: bool | None = None,
+        bearer: str | None = None,
     ) -> T:
         resp = await self._send(
             method,
@@ -393,6 +397,7 @@ class RestClient:
             auth=auth,
             login=login,
             idempotent=method in _SAFE_METHODS if idempotent is None else idempotent,
+            bearer=bearer,
         )
         if model is None:
             return None  # type: ignore[return-value]
@@ -418,6 +423,7 @@ class RestClient:
         auth: bool,
         login: bool,
         idempotent: bool,
+        bearer: str | None = None,
     ) -> httpx.Response:
         body = p.encode(json) if json is not None else content
         hdrs = dict(headers or {})
@@ -429,7 +435,7 @@ class RestClient:
         while True:
             token = None
             if auth:
-                token = await self.ensure_token()
+                token = bearer if bearer is not None else await self.ensure_token()
                 hdrs["Authorization"] = f"Bearer {token}"
             try:
                 resp = await self._http.request(
@@ -474,7 +480,7 @@ class RestClient:
             status = resp.status_code
             if status < 400:
                 return resp
-            if status == 401 and auth and not renewed and (self.has_credentials or token):
+            if status == 401 and auth and bearer is None and not renewed:
                 renewed = True
                 log.info("%s: HTTP 401, renewing the token once", what)
                 await self.renew_token(token)
