@@ -8,10 +8,11 @@ this script counts and checks its NDJSON output (every chat once, in order)
 and samples the tail's RSS from /proc as it goes.
 
 It prints the tail's events/s against a floor measured in the same run (a
-bare websockets client reading the same feed), and the memory flatness: the
-median RSS over the last fifth of the run divided by the median over the
-second tenth (after start-up). A leak of even 100 bytes per event shows as a
-ratio well above 1 over a million events.
+bare websockets client reading the same feed), and the memory flatness:
+RSS samples are keyed by how many events the tail had printed, and the
+median over the last fifth of the events is divided by the median over the
+second tenth (after start-up, imports and the first buffers). A leak of even
+100 bytes per event shows as a ratio well above 1 over a million events.
 
 Usage: python tests/benchmarks/bench_soak.py [--events 1000000]
 """
@@ -152,7 +153,8 @@ class SoakResult:
     errors: list[str]
     seconds: float
     floor_seconds: float
-    rss_kib: list[tuple[float, int]] = field(default_factory=list)
+    #: (seconds since start, events printed so far, RSS in KiB)
+    rss_kib: list[tuple[float, int, int]] = field(default_factory=list)
     exit_code: int | None = None
     stderr: str = ""
 
@@ -165,12 +167,12 @@ class SoakResult:
         return self.events / self.floor_seconds if self.floor_seconds else 0.0
 
     def _median_between(self, start: float, end: float) -> float:
-        if not self.rss_kib:
-            return 0.0
-        t0, t1 = self.rss_kib[0][0], self.rss_kib[-1][0]
-        span = (t1 - t0) or 1.0
-        window = [r for t, r in self.rss_kib if start <= (t - t0) / span <= end]
-        return statistics.median(window or [self.rss_kib[-1][1]])
+        """Median RSS while the tail had printed between start and end (fractions) of the events."""
+        window = [r for _, n, r in self.rss_kib if start * self.events <= n <= end * self.events]
+        return statistics.median(window) if window else 0.0
+
+    def samples_between(self, start: float, end: float) -> int:
+        return sum(1 for _, n, _ in self.rss_kib if start * self.events <= n <= end * self.events)
 
     @property
     def early_rss_kib(self) -> float:
@@ -182,7 +184,7 @@ class SoakResult:
 
     @property
     def peak_rss_kib(self) -> int:
-        return max((r for _, r in self.rss_kib), default=0)
+        return max((r for _, _, r in self.rss_kib), default=0)
 
     @property
     def flatness(self) -> float:
@@ -263,7 +265,7 @@ def run_soak(events: int, *, sample_every: float = 0.1, time_limit: float = 600.
         while tail.poll() is None:
             rss = _rss_kib(tail.pid)
             if rss is not None:
-                result.rss_kib.append((time.monotonic(), rss))
+                result.rss_kib.append((time.monotonic() - started, result.received, rss))
             if time.monotonic() - started > time_limit:
                 tail.kill()
                 result.errors.append(f"tail still running after {time_limit} s")
