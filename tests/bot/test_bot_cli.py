@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import textwrap
 from pathlib import Path
 
@@ -222,3 +223,41 @@ async def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
     bot_file.write_text(BOT.format(answer="x"))
     proc = await BotProcess.start("run", str(bot_file), *args, env=cli_env(tmp_path))
     assert await proc.wait() == 2
+
+
+async def test_python_bot_py_runs_the_bot_and_ctrl_c_stops_it_with_exit_0(
+    concord_harness: Harness, tmp_path: Path
+) -> None:
+    h = concord_harness
+    bot_file = tmp_path / "bot.py"
+    bot_file.write_text(BOT.format(answer="pong from python") + "\nbot.run()\n")
+    env = await _env_for(h, tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(bot_file),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    runner = BotProcess(proc)
+    try:
+        await runner.wait_for_log("bot ready")
+        assert (await h.ask("!ping", author="runner", timeout=10)).content == "pong from python"
+        proc.send_signal(signal.SIGINT)
+        assert await runner.wait() == 0, runner.log
+    finally:
+        runner.kill()
+    assert "on_shutdown ran" in runner.stdout
+
+
+async def test_bad_credentials_are_one_clear_line_and_exit_3(
+    concord_harness: Harness, tmp_path: Path
+) -> None:
+    h = concord_harness
+    bot_file = tmp_path / "bot.py"
+    bot_file.write_text(BOT.format(answer="x"))
+    env = await _env_for(h, tmp_path)
+    env["CONCORD_PASSWORD"] = "wrong-password"
+    proc = await BotProcess.start("run", str(bot_file), env=env)
+    assert await proc.wait() == 3, proc.log
+    assert "Traceback" not in proc.log and "wrong-password" not in proc.log

@@ -249,3 +249,47 @@ async def test_throttling_keeps_a_chatty_bot_under_its_rate(
         last = await h.expect_reply(chat, match="spam 5")
     assert last.created_at - first.created_at >= 5 * 50 * 0.8  # ms at 20 per second
     assert "throttling" in caplog.text
+
+
+async def test_a_bot_rides_out_garbage_frames_and_a_server_restart(
+    concord_harness: Harness,
+) -> None:
+    h = concord_harness
+    bot = Bot()
+    ready_count = 0
+
+    @bot.on_ready
+    def ready() -> None:
+        nonlocal ready_count
+        ready_count += 1
+
+    @bot.command("ping")
+    async def ping(ctx: Context) -> None:
+        await ctx.reply("pong")
+
+    await h.start_bot(bot)
+    await h.send_raw(b"not json at all")
+    await h.send_raw('{"type": "chat_sent", "chat": 5}')  # a known type, malformed
+    assert (await h.ask("!ping")).content == "pong"
+    await h.restart_server()
+    assert (await h.ask("!ping", timeout=15)).content == "pong"
+    assert ready_count == 1  # a reconnect is not a new start
+
+
+async def test_harness_expectations_fail_with_what_was_seen(concord_harness: Harness) -> None:
+    h = concord_harness
+    await h.start_bot(Bot())  # no commands: never answers
+    chat = await h.send("!nothing here")
+    with pytest.raises(AssertionError, match=r"no reply within 0.3 s; last events seen: .*nothing"):
+        await h.expect_reply(chat, timeout=0.3)
+    await h.expect_no_reply(chat, within=0.2)
+    answered = Bot()
+
+    @answered.on("chat_sent")
+    async def echo(ev: ChatSent) -> None:
+        await answered.client.send_chat(ev.chat.channel_id, "echo")
+
+    await h.start_bot(answered, username="echoer")
+    chat = await h.send("hello")
+    with pytest.raises(AssertionError, match="unexpected reply: 'echo'"):
+        await h.expect_no_reply(chat, within=5)
