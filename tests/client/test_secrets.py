@@ -49,6 +49,7 @@ async def test_a_full_session_leaks_no_secret(
     async with Client(
         server.url, username="admin", password=admin_password, stream_options=FAST_STREAM
     ) as client:
+        await client.me()
         assert client.token
         secrets.add(client.token)
         shown += [repr(client), repr(client.rest), repr(client.settings), str(client.settings)]
