@@ -328,7 +328,7 @@ class Runtime:
         self.last_chat_id = 0  # the newest chat id seen (0: none yet)
         self.events_seen = 0
         self.quiet_since = self.loop.time()
-        self.seen_at_check = -1
+        self.seen_at_check: tuple[int, int] = (-1, -1)
         self.reconnects = 0
         self.failures = 0
         self.timeouts = 0
@@ -470,7 +470,7 @@ class Runtime:
         def on_state(state: Any) -> None:
             name = getattr(state, "state", "")
             if name == "connected":
-                if self.connected is False and self.events_seen:
+                if self.connected is False and (self.events_seen or self.last_chat_id):
                     log.info("stream connected again")
                 self.connected = True
                 self.quiet_since = self.loop.time()
@@ -536,15 +536,22 @@ class Runtime:
     async def pump(self, it: AsyncIterator[Any]) -> None:
         dispatch = self.dispatch
         limit = self.bot.max_backlog
-        async for ev in it:
-            if not self.gate_open:
-                # Events wait until on_ready has run (they stay in the socket meanwhile).
+        chat_sent = ChatSent
+        self_id = self.self_id
+        it = aiter(it)  # one iterator for both loops below
+        if not self.gate_open:
+            # The first event opens the connection; it and the rest wait until
+            # on_ready has run (they stay in the socket meanwhile).
+            async for ev in it:
                 self.connected = True
                 await self.gate.wait()
                 if self.stopping:
                     return
-            self.events_seen += 1
-            if ev.__class__ is ChatSent:
+                self.events_seen += 1
+                dispatch(ev)
+                break
+        async for ev in it:
+            if ev.__class__ is chat_sent:
                 # The fast path (most traffic): a chat that is not a command,
                 # not the bot's own, with only plain await-free handlers.
                 bot = self.bot
@@ -552,9 +559,10 @@ class Runtime:
                 chat = ev.chat
                 if (
                     fast is not None
-                    and chat.author_id != self.self_id
+                    and chat.author_id != self_id
                     and not chat.content.startswith(bot.prefix)
                 ):
+                    # (the watchdog sees this chat through last_chat_id)
                     if chat.id > self.last_chat_id:
                         self.last_chat_id = chat.id
                     for lst in fast:
@@ -564,6 +572,7 @@ class Runtime:
                         except Exception as exc:
                             self.on_failure(lst, ev, exc)
                     continue
+            self.events_seen += 1
             dispatch(ev)
             if self.backlog >= limit:
                 await self.wait_for_room()
@@ -897,8 +906,9 @@ class Runtime:
                 task.cancel()
 
     def check_watchdog(self, now: float) -> None:
-        if self.events_seen != self.seen_at_check:
-            self.seen_at_check = self.events_seen
+        seen = (self.events_seen, self.last_chat_id)
+        if seen != self.seen_at_check:
+            self.seen_at_check = seen
             self.quiet_since = now
             return
         wd = self.bot.watchdog
