@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 import typer
 from typer._click.exceptions import ClickException
@@ -67,24 +67,59 @@ def _root(
 # The modules under concordctl/cli/ that add commands to ``app`` when imported.
 COMMAND_MODULES: tuple[str, ...] = ("auth", "chats", "directory", "watch", "demo", "serve", "run")
 
-_registered = False
+# Which module defines a command, so that ``concordctl send`` imports (and
+# Typer builds) only the commands of chats.py. A command missing here still
+# works: its module is imported with all the others.
+COMMAND_OWNERS: dict[str, str] = {
+    **dict.fromkeys(("login", "logout", "whoami", "register"), "auth"),
+    **dict.fromkeys(("send", "edit", "delete", "react", "typing", "history", "search"), "chats"),
+    **dict.fromkeys(("channels", "users"), "directory"),
+    **dict.fromkeys(("tail", "wait"), "watch"),
+    "demo": "demo",
+    "serve": "serve",
+    "run": "run",
+}
+
+_imported: set[str] = set()
 
 
-def _register_commands() -> None:
-    global _registered
-    if _registered:
-        return
+def _import_command_module(name: str) -> None:
     import importlib
 
+    if name in _imported:
+        return
+    try:
+        importlib.import_module(f"concordctl.cli.{name}")
+    except ModuleNotFoundError as exc:
+        # A command module another engineer has not landed yet must not
+        # take the whole command line down with it.
+        if exc.name != f"concordctl.cli.{name}":
+            raise
+    _imported.add(name)
+
+
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand in ``argv``: the first word that is not a root option."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+        if arg in ("--help", "-h", "--version") or arg.endswith("-completion"):
+            return None
+    return None
+
+
+def _register_commands(argv: Sequence[str] | None = None) -> None:
+    """Import the command modules: only the one needed for ``argv`` if known."""
+    import os
+
+    command = _command_name(argv) if argv is not None else None
+    owner = COMMAND_OWNERS.get(command or "")
+    completing = any(k.endswith("_COMPLETE") for k in os.environ)
+    if owner in COMMAND_MODULES and not completing:
+        _import_command_module(owner)
+        return
     for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(f"concordctl.cli.{name}")
-        except ModuleNotFoundError as exc:
-            # A command module another engineer has not landed yet must not
-            # take the whole command line down with it.
-            if exc.name != f"concordctl.cli.{name}":
-                raise
-    _registered = True
+        _import_command_module(name)
 
 
 # A JWT (three base64url parts, the first one always starting with "eyJ") or a
@@ -106,13 +141,83 @@ def _error_line(exc: ConcordError) -> str:
     return scrub(line)
 
 
+class _DeferredCoercion:
+    """Typer's coercion of one parameter, built only when a value needs it.
+
+    Typer (0.29+) coerces every parameter through a pydantic ``TypeAdapter``,
+    built on first use: importing pydantic and building a handful of adapters
+    costs about 100 ms, a third of a ``concordctl send``. Most parameters of a
+    command line are unset (None) or plain strings, which need no coercion at
+    all; only the others go to typer's own machinery, unchanged.
+    """
+
+    __slots__ = ("_build",)
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        multi = param.multiple or param.nargs == -1
+        if value is None:
+            return () if multi else None  # exactly what typer does for None
+        if not multi and isinstance(value, str) and _is_plain_str(param):
+            return value
+        real = self._build()
+        param._runtime_param = real
+        return real.coerce(value, param=param, ctx=ctx)
+
+
+def _is_plain_str(param: Any) -> bool:
+    desc = getattr(param, "type_descriptor", None)
+    info = getattr(desc, "parameter_info", None)
+    if desc is None or info is None or getattr(info, "parser", None) is not None:
+        return False
+    annotation = desc.annotation
+    return annotation is str or annotation == (str | None)
+
+
+def _defer_typer_coercion() -> None:
+    try:
+        from typer import _coercion
+        from typer.core import _TyperParameter
+    except ImportError:  # another typer: nothing to speed up
+        return
+    if getattr(_TyperParameter, "_concordctl_deferred", False) or not hasattr(
+        _TyperParameter, "get_runtime_param"
+    ):
+        return
+
+    def get_runtime_param(self: Any) -> Any:
+        if self._runtime_param is not None:
+            return self._runtime_param
+        return _DeferredCoercion(lambda: _coercion.build_runtime_param(self.type_descriptor))
+
+    setattr(_TyperParameter, "get_runtime_param", get_runtime_param)  # noqa: B010
+    setattr(_TyperParameter, "_concordctl_deferred", True)  # noqa: B010
+
+
+def _skip_httpx_cli() -> None:
+    """Keep ``import httpx`` from importing httpx's own command line.
+
+    httpx imports its CLI (``httpx._main``: click, pygments and rich, some
+    60 ms) whenever those happen to be installed, and falls back to a stub
+    when that import fails. concordctl never runs httpx's CLI, so in our own
+    process we let it fail; rich is imported by us when we render.
+    """
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
-    _register_commands()
+    _skip_httpx_cli()
+    _defer_typer_coercion()
+    args = list(argv) if argv is not None else sys.argv[1:]
+    _register_commands(args)
     _state["debug"] = False
     try:
         code = app(
-            args=list(argv) if argv is not None else None,
+            args=args,
             prog_name="concordctl",
             standalone_mode=False,
         )

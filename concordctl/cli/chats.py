@@ -15,6 +15,7 @@ from concordctl.cli.options import (
     ProfileOption,
     ServerOption,
     client_from_options,
+    rest_from_options,
     run_async,
 )
 
@@ -82,10 +83,16 @@ def send(
         validate_key(key)
 
     async def body() -> None:
-        async with client_from_options(server, profile, ca_cert, insecure) as c:
-            if key is None:
-                chat = await c.send_chat(channel_ref(channel), content, thread_id=thread)
-            else:
+        if key is None:
+            # Bare REST: a CI notification should not pay for the websocket stack.
+            from concordctl.cli.names import channel_id
+
+            async with rest_from_options(server, profile, ca_cert, insecure) as rest:
+                chat = await rest.send_chat(
+                    await channel_id(rest, channel), content, thread_id=thread
+                )
+        else:
+            async with client_from_options(server, profile, ca_cert, insecure) as c:
                 chat = await _send_keyed(c, channel, content, key, thread)
         if json:
             from concordctl.cli.render import print_json

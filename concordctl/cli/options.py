@@ -37,6 +37,7 @@ import typer
 
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.client import Client
+    from concordctl.rest import RestClient
 
 __all__ = [
     "CaCertOption",
@@ -46,6 +47,7 @@ __all__ = [
     "ProfileOption",
     "ServerOption",
     "client_from_options",
+    "rest_from_options",
     "run_async",
 ]
 
@@ -148,6 +150,44 @@ def client_from_options(
     """
     return Connection(server, profile, ca_cert, insecure).client(
         username=username, password=password, token=token, timeout=timeout
+    )
+
+
+def rest_from_options(
+    server: str | None = None,
+    profile: str | None = None,
+    ca_cert: Path | None = None,
+    insecure: bool = False,
+    *,
+    timeout: float = 10.0,
+) -> RestClient:
+    """Just the REST client, for commands that need nothing else (``send``).
+
+    ``concordctl.client`` imports the websocket stack; a one-shot REST
+    command should not pay for that at start-up. Same settings resolution.
+    """
+    from concordctl.config import resolve_settings, ssl_context
+    from concordctl.rest import RestClient
+
+    settings = resolve_settings(
+        server,
+        profile=profile,
+        ca_cert=str(ca_cert) if ca_cert is not None else None,
+        insecure=insecure or None,
+        timeout=timeout,
+    )
+    tls = ssl_context(settings)  # None for http://
+    return RestClient(
+        settings.base_url,
+        username=settings.username,
+        password=settings.password,
+        token=settings.token,
+        timeout=settings.timeout,
+        # For a plain http:// server there is no certificate to verify, and
+        # httpx's default (verify=True) would load the whole CA bundle, about
+        # 90 ms, for nothing. Redirects are not followed, so no request of
+        # this client can reach an https:// URL unverified.
+        verify=tls if tls is not None else False,
     )
 
 

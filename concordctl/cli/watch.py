@@ -44,7 +44,7 @@ class _Printer:
         if json:
             from concordctl.cli.render import EventWriter
 
-            self._writer = EventWriter()
+            self.writer = EventWriter()
         else:
             from concordctl.cli.render import Names, stdout_console
 
@@ -57,7 +57,7 @@ class _Printer:
 
     async def print(self, event: Event) -> None:
         if self.json:
-            self._writer.write(event)
+            self.writer.write(event)
             return
         from concordctl.cli.names import add_names, ids_of_event
         from concordctl.cli.render import event_line
@@ -65,6 +65,10 @@ class _Printer:
         channels, users = ids_of_event(event)
         await add_names(self._client, self._names, channels, users)
         self._console.print(event_line(event, self._names))
+
+    def close(self) -> None:
+        if self.json:
+            self.writer.close()
 
 
 def _content(event: Event) -> str | None:
@@ -225,24 +229,34 @@ async def _tail(
                     if ckpt is None:
                         since = max(since or 0, chat.id)
                         quiet_first_gap = True
+            # The hot loop of `tail --json`: no coroutine per event, no filter
+            # calls when there are no filters.
+            write = printer.writer.write if printer.json else None
+            unfiltered = not wanted and regex is None
             stream = c.events(since=since, channels=channel_ids or None, on_state=reporter)
-            async with aclosing(stream) as events:
-                async for event in events:
-                    if isinstance(event, Gap):
-                        if not quiet_first_gap:
-                            await printer.print(event)
+            try:
+                async with aclosing(stream) as events:
+                    async for event in events:
+                        if type(event) is Gap:
+                            if not quiet_first_gap:
+                                await printer.print(event)
+                            quiet_first_gap = False
+                            continue
                         quiet_first_gap = False
-                        continue
-                    quiet_first_gap = False
-                    if in_scope and _channel_of(event) not in in_scope:
-                        continue
-                    if accepts(event):
-                        await printer.print(event)
-                        seen += 1
-                    if ckpt is not None and isinstance(event, ChatSent):
-                        ckpt.advance(event.chat.id, event.chat.created_at)
-                    if count is not None and seen >= count:
-                        return
+                        if in_scope and _channel_of(event) not in in_scope:
+                            continue
+                        if unfiltered or accepts(event):
+                            if write is not None:
+                                write(event)
+                            else:
+                                await printer.print(event)
+                            seen += 1
+                        if ckpt is not None and type(event) is ChatSent:
+                            ckpt.advance(event.chat.id, event.chat.created_at)
+                        if count is not None and seen >= count:
+                            return
+            finally:
+                printer.close()
 
     try:
         if timeout is None:
@@ -348,7 +362,11 @@ def wait(
                         assert reaction is not None and on is not None
                         await _wait_reaction(c, channel, reaction, on, author_ids, since_ms, json)
         except TimeoutError:
-            what = f"a chat matching {match!r}" if match is not None else f"{reaction} on {on}"
+            what = (
+                f"chat matching {match!r}"
+                if match is not None
+                else f"{reaction} reaction on chat {on}"
+            )
             raise TimedOut(f"wait: no {what} in #{channel} within {timeout:g}s") from None
 
     run_async(body())
@@ -397,7 +415,9 @@ async def _wait_chat(
                     continue
                 if regex.search(chat.content) is None:
                     continue
-                await _Printer(c, json).print(event)
+                printer = _Printer(c, json)
+                await printer.print(event)
+                printer.close()
                 return
     finally:
         reporter.close()
@@ -487,7 +507,8 @@ async def _wait_reaction(
     if json:
         from concordctl.cli.render import EventWriter
 
-        EventWriter().write(
+        writer = EventWriter()
+        writer.write(
             ChatReactionsUpdated(
                 chat_id=chat.id,
                 channel_id=chat.channel_id,
@@ -495,6 +516,7 @@ async def _wait_reaction(
                 reactions=current.reactions,
             )
         )
+        writer.close()
     else:
         from concordctl.cli.names import add_names
         from concordctl.cli.render import Names, one_line

@@ -160,38 +160,62 @@ class Proc:
 
     def __init__(self, args: Sequence[str], env: dict[str, str], secrets: Secrets) -> None:
         self.secrets = secrets
-        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "0"}
+        full_env = {**os.environ, **env}
+        # stderr to a file: a pipe nobody reads while the process runs fills up
+        # (think --debug) and blocks it.
+        import tempfile
+
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the process)
+        self._buf = b""
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "concordctl", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             env=full_env,
         )
 
+    def stderr(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
     def readline(self, timeout: float = 10.0) -> str:
-        """The next stdout line (the test fails if none comes in time)."""
+        """The next stdout line (the test fails if none comes in time).
+
+        Reads the pipe's file descriptor itself: select() on a buffered file
+        object misses lines already sitting in its buffer.
+        """
         import selectors
 
         assert self.popen.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.popen.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                raise AssertionError(f"no output line within {timeout}s")
-        line = self.popen.stdout.readline().decode()
-        self.secrets.check(line)
-        return line.rstrip("\n")
+        fd = self.popen.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_READ)
+                if left <= 0 or not sel.select(left):
+                    raise AssertionError(f"no output line within {timeout}s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"stdout closed; stderr: {self.stderr()[-2000:]}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        text = line.decode()
+        self.secrets.check(text)
+        return text
 
     def finish(self, timeout: float = 20.0) -> Result:
         try:
-            out, err = self.popen.communicate(timeout=timeout)
+            rest, _ = self.popen.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.popen.kill()
-            out, err = self.popen.communicate()
+            self.popen.communicate()
             raise AssertionError(
-                f"process still running after {timeout}s: {err.decode()}"
+                f"process still running after {timeout}s: {self.stderr()[-2000:]}"
             ) from None
-        result = Result(self.popen.returncode, out.decode(), err.decode())
+        out = self._buf + rest
+        result = Result(self.popen.returncode, out.decode(), self.stderr())
         self.secrets.check(result.out, result.err)
         return result
 
