@@ -24,6 +24,9 @@ as the caller iterates:
   ``ping_interval + ping_timeout`` seconds.
 * A malformed frame is logged (one warning per minute at most, with a count)
   and skipped; an unknown type is yielded as :class:`~protocol.UnknownEvent`.
+  Since a malformed frame may have been a chat, the stream then recovers in
+  place (at most once per ``bad_frame_interval`` seconds): a ``Gap`` with
+  ``since == until`` and the chats it finds, before the live frames behind it.
 
 Backpressure and its limit: there is no unbounded queue. Frames wait in
 websockets' buffer (``max_queue`` frames, default 64, each at most
@@ -319,6 +322,7 @@ class EventStream:
         recovery_margin: float = 120.0,
         recovery_page_size: int = 100,
         seen_window: int = 10_000,
+        bad_frame_interval: float = 1.0,
     ) -> None:
         self.ws_url = ws_url
         self._get_token = get_token
@@ -342,6 +346,8 @@ class EventStream:
         self.recovery_margin_ms = int(recovery_margin * 1000)
         self.recovery_page_size = recovery_page_size
         self.seen = SeenChats(seen_window)
+        self.bad_frame_interval = bad_frame_interval
+        self._last_in_place = float("-inf")
         self._channels: frozenset[int] | None = None
         self._channel_list: list[int] | None = None
         self._ws: ClientConnection | None = None
@@ -573,6 +579,22 @@ class EventStream:
             raise _RecoveryFailed(str(exc)) from None
         return select_recovered(chats, self.seen, after_id=after_id)
 
+    async def _recover_in_place(self, lost_at: int, boundary: int | None) -> list[p.Chat]:
+        """Recovery after a malformed frame, at most once per interval.
+
+        A server sending garbage gets throttled here (the consumer waits)
+        rather than answered with a REST query per frame.
+        """
+        wait = self._last_in_place + self.bad_frame_interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last_in_place = time.monotonic()
+        try:
+            return await self._recover(lost_at - self.recovery_margin_ms, boundary)
+        except _RecoveryFailed as exc:
+            log.warning("recovery after a malformed frame failed: %s", exc)
+            return []
+
     async def _cursor_time(self) -> tuple[int | None, int | None]:
         """(after ms for the query, since ms for the Gap) from since/since_time."""
         if self._since is not None:
@@ -679,6 +701,20 @@ class EventStream:
                                     len(data),
                                     str(exc)[:200],
                                 )
+                                if self._fetch_chats is None:
+                                    continue
+                                # It may have been a chat: recover in place, before the
+                                # live frames behind it, so order holds; what else it
+                                # was is lost, which the Gap says.
+                                seen.top = max(seen.top, top)
+                                lost_at = now_ms()
+                                missed = await self._recover_in_place(lost_at, boundary)
+                                yield p.Gap(since=lost_at, until=lost_at)
+                                for chat in missed:
+                                    if seen.add(chat.id):
+                                        yield chat_sent(chat=chat, recovered=True)
+                                top, recent = seen.top, seen.recent
+                                append = recent.append
                                 continue
                         if ev.__class__ is chat_sent:
                             chat = ev.chat

@@ -35,6 +35,7 @@ FAST_STREAM = {
     "backoff": {"base": 0.05, "cap": 0.5},
     "ping_interval": 1.0,
     "ping_timeout": 1.0,
+    "bad_frame_interval": 0.05,
 }
 
 
