@@ -336,9 +336,14 @@ class RestClient:
             if self.has_credentials:
                 return await self.login()
             if self._token is not None and self._token == stale:
+                why = "expired or invalid"
+                if self._expires_at is not None and time.time() >= self._expires_at:
+                    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self._expires_at))
+                    why = f"it expired at {when}"
                 raise NotAuthenticated(
-                    "the server rejected the token (expired or invalid)",
+                    f"the server rejected the token ({why})",
                     hint="run 'concordctl login' or set a fresh CONCORD_TOKEN",
+                    status=401,
                 )
             if self._token is not None:
                 return await self.recycle_token()

@@ -60,7 +60,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from concordctl import protocol as p
 from concordctl.backoff import Backoff
-from concordctl.errors import ConcordError, NotAuthenticated, Unreachable, redact_url
+from concordctl.errors import (
+    ConcordError,
+    NotAuthenticated,
+    RateLimited,
+    Unreachable,
+    redact_url,
+)
 
 __all__ = [
     "SNOWFLAKE_EPOCH_MS",
@@ -489,11 +495,12 @@ class EventStream:
     async def _connect(self, first: bool, error: str | None) -> ClientConnection | None:
         """Connect, retrying forever; raises only NotAuthenticated. None: closed."""
         attempt = 0
+        at_least = 0.0
         while True:
             if self._closed:
                 return None
             if attempt or not first:
-                delay = self.backoff.delay(attempt)
+                delay = max(self.backoff.delay(attempt), at_least)
                 attempt += 1
                 self._set_state(StreamState("reconnecting", attempt, delay, error))
                 await asyncio.sleep(delay)
@@ -504,6 +511,9 @@ class EventStream:
                 ws = await self._attempt()
             except NotAuthenticated:
                 raise
+            except RateLimited as exc:  # logging in too often: wait as told
+                error = str(exc)
+                at_least = min(exc.retry_after or 0.0, 300.0)
             except InvalidStatus as exc:
                 error = f"handshake answered HTTP {exc.response.status_code}"
             except (OSError, TimeoutError, InvalidHandshake, ConcordError) as exc:
