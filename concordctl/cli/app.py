@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 from typer._click.exceptions import ClickException
@@ -141,61 +141,6 @@ def _error_line(exc: ConcordError) -> str:
     return scrub(line)
 
 
-class _DeferredCoercion:
-    """Typer's coercion of one parameter, built only when a value needs it.
-
-    Typer (0.29+) coerces every parameter through a pydantic ``TypeAdapter``,
-    built on first use: importing pydantic and building a handful of adapters
-    costs about 100 ms, a third of a ``concordctl send``. Most parameters of a
-    command line are unset (None) or plain strings, which need no coercion at
-    all; only the others go to typer's own machinery, unchanged.
-    """
-
-    __slots__ = ("_build",)
-
-    def __init__(self, build: Callable[[], Any]) -> None:
-        self._build = build
-
-    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
-        multi = param.multiple or param.nargs == -1
-        if value is None:
-            return () if multi else None  # exactly what typer does for None
-        if not multi and isinstance(value, str) and _is_plain_str(param):
-            return value
-        real = self._build()
-        param._runtime_param = real
-        return real.coerce(value, param=param, ctx=ctx)
-
-
-def _is_plain_str(param: Any) -> bool:
-    desc = getattr(param, "type_descriptor", None)
-    info = getattr(desc, "parameter_info", None)
-    if desc is None or info is None or getattr(info, "parser", None) is not None:
-        return False
-    annotation = desc.annotation
-    return annotation is str or annotation == (str | None)
-
-
-def _defer_typer_coercion() -> None:
-    try:
-        from typer import _coercion
-        from typer.core import _TyperParameter
-    except ImportError:  # another typer: nothing to speed up
-        return
-    if getattr(_TyperParameter, "_concordctl_deferred", False) or not hasattr(
-        _TyperParameter, "get_runtime_param"
-    ):
-        return
-
-    def get_runtime_param(self: Any) -> Any:
-        if self._runtime_param is not None:
-            return self._runtime_param
-        return _DeferredCoercion(lambda: _coercion.build_runtime_param(self.type_descriptor))
-
-    setattr(_TyperParameter, "get_runtime_param", get_runtime_param)  # noqa: B010
-    setattr(_TyperParameter, "_concordctl_deferred", True)  # noqa: B010
-
-
 def _skip_httpx_cli() -> None:
     """Keep ``import httpx`` from importing httpx's own command line.
 
@@ -211,7 +156,9 @@ def _skip_httpx_cli() -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
     _skip_httpx_cli()
-    _defer_typer_coercion()
+    from concordctl.cli.coercion import defer_typer_coercion
+
+    defer_typer_coercion()
     args = list(argv) if argv is not None else sys.argv[1:]
     _register_commands(args)
     _state["debug"] = False

