@@ -10,7 +10,10 @@ the system) and forwards bytes both ways until a test tells it to:
   peer). ``stall(existing_only=True)`` freezes only the connections open now
   and lets new ones through, which is what a reconnecting client meets;
 * ``drop_bytes(n)``: delete ``n`` bytes from the middle of the next chunk in
-  one direction, so a websocket or HTTP frame arrives corrupted;
+  one direction, so a websocket or HTTP frame arrives corrupted (and the
+  framing after it is lost);
+* ``corrupt_bytes(n)``: overwrite ``n`` bytes in the middle of the next chunk
+  with ``#``, keeping its length: the framing survives, the payload does not;
 * ``cut_mid_response(keep, request=b"POST /api/...")``: forward only ``keep``
   bytes of the next chunk from the server (on the connection that sent a
   request starting with ``request``, if given), then reset that connection:
@@ -78,6 +81,7 @@ class FaultProxy:
         self._links: set[_Link] = set()
         self._stall_new = False
         self._drops: dict[Direction, list[int]] = {"up": [], "down": []}
+        self._corruptions: dict[Direction, list[int]] = {"up": [], "down": []}
         self._cut_after: list[tuple[int, bytes]] = []
         self._reopen: asyncio.Task[None] | None = None
         self._closed = False
@@ -142,6 +146,10 @@ class FaultProxy:
     def drop_bytes(self, count: int = 7, *, direction: Direction = "down") -> None:
         """Delete ``count`` bytes from the middle of the next chunk going ``direction``."""
         self._drops[direction].append(count)
+
+    def corrupt_bytes(self, count: int = 4, *, direction: Direction = "down") -> None:
+        """Overwrite ``count`` bytes in the middle of the next chunk going ``direction``."""
+        self._corruptions[direction].append(count)
 
     def cut_mid_response(self, keep: int = 16, request: bytes = b"") -> None:
         """Forward ``keep`` bytes of the next server chunk, then reset that connection.
@@ -250,6 +258,11 @@ class FaultProxy:
             count = drops.pop(0)
             middle = len(data) // 2
             data = data[:middle] + data[middle + count :]
+        corruptions = self._corruptions[direction]
+        if corruptions and len(data) >= 2:
+            count = min(corruptions.pop(0), len(data) // 2)
+            middle = len(data) // 2
+            data = data[:middle] + b"#" * count + data[middle + count :]
         if self._cut_after:
             keep, request = self._cut_after[0]
             if direction == "up" and request and data.startswith(request):

@@ -25,7 +25,7 @@ def _bench(name: str) -> ModuleType:
 
 
 def test_short_load_every_client_gets_every_chat_in_order() -> None:
-    result = _bench("bench_load").run_load(clients=20, senders=3, seconds=3.0, channels=2)
+    result = _bench("bench_load").run_load(clients=20, senders=3, seconds=2.0, channels=2)
     assert not result.errors, result.errors[:10]
     assert result.chats > 0
     assert result.deliveries == result.chats * 20

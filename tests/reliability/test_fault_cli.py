@@ -176,14 +176,13 @@ async def test_tail_reconnects_and_prints_every_missed_chat_once(
     proxy.drop_bytes(9)  # corrupt the next frame in flight
     corrupted = await sender.send_many("corrupted", 3)
     await tail.wait_for_chats(corrupted, 20)
-    after = await sender.send_many("after", 2)
+    await sender.send_many("after", 2)  # live, or recovered if a reconnect is under way
     code = await tail.finish()
 
     assert code == 0, "".join(t for _, t in tail.stderr)
     _assert_once_in_order(tail, sender.sent)
     recovered = {line["chat"]["content"] for line in tail.lines if line.get("recovered")}
     assert {c.content for c in missed} <= recovered
-    assert not recovered & {c.content for c in after}
     gaps = [line for line in tail.lines if line.get("type") == "concordctl.gap"]
     assert gaps and all(g["since"] <= g["until"] for g in gaps)
     first_missed = next(i for i, line in enumerate(tail.lines) if line.get("recovered"))

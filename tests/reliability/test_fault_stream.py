@@ -216,12 +216,6 @@ async def test_filtered_stream_recovers_only_its_channel(
     assert_exactly_once_in_order(collector, general)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client: after the keepalive finds the websocket dead, recovery's REST call reuses "
-    "the pooled keep-alive connection through the same dead path and waits the whole REST "
-    "timeout (10 s by default) before the stream retries (owner: stream.py / rest.py)",
-)
 async def test_recovery_after_a_dead_socket_does_not_wait_for_the_rest_timeout(
     proxy: FaultProxy, sender: Sender, admin_password: str
 ) -> None:
@@ -238,3 +232,20 @@ async def test_recovery_after_a_dead_socket_does_not_wait_for_the_rest_timeout(
             )
         finally:
             await collector.stop()
+
+
+async def test_a_corrupted_chat_frame_is_not_lost(
+    client: Client, proxy: FaultProxy, sender: Sender
+) -> None:
+    collector = await _collect(client)
+    await collector.wait_for(collector.has_chats(await sender.send_many("a", 2)), 10, "live")
+    # The framing survives, only the JSON inside is broken: the stream cannot
+    # tell which chat it was, so it must recover in place, before newer chats.
+    proxy.corrupt_bytes(6)
+    corrupted = await sender.send("corrupted")
+    after = await sender.send_many("after", 3)
+    try:
+        await collector.wait_for(collector.has_chats([corrupted, *after]), 3, "every chat")
+    finally:
+        await collector.stop()
+    assert_exactly_once_in_order(collector, sender.sent)

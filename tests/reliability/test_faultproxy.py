@@ -111,6 +111,16 @@ async def test_drop_bytes_removes_bytes_from_the_middle_once(echo_proxy: FaultPr
     writer.close()
 
 
+async def test_corrupt_bytes_overwrites_without_changing_the_length(
+    echo_proxy: FaultProxy,
+) -> None:
+    reader, writer = await _connect(echo_proxy)
+    echo_proxy.corrupt_bytes(3, direction="down")
+    writer.write(b"abcdefghij")
+    assert await asyncio.wait_for(reader.readexactly(10), 5) == b"abcde###ij"
+    writer.close()
+
+
 async def test_cut_mid_response_forwards_a_prefix_then_resets(echo_proxy: FaultProxy) -> None:
     reader, writer = await _connect(echo_proxy)
     echo_proxy.cut_mid_response(keep=5)

@@ -23,7 +23,7 @@ from concordctl import protocol as p
 
 Decoder = Callable[[Any], Any]
 DECODERS: list[Decoder] = [p.decode_event, p.decode_client_frame]
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 CLIENT_TYPES = ["chat_typing", "chat_written", "chat_reaction"]
 ALL_TYPES = sorted(p.EVENT_TYPES) + CLIENT_TYPES
