@@ -328,3 +328,23 @@ def test_commands_import_only_what_they_need(
         timeout=30,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_debug_logs_never_show_the_token(spawn: Spawn, alice: Account, general: int) -> None:
+    send(alice, general, "before")
+    tail = spawn("--debug", "tail", "general", "--backfill", "1", "--timeout", "1", env=alice.env)
+    result = tail.finish()  # Proc checks every secret against stdout and stderr
+    assert result.code == 124
+    assert "token=***" in result.err  # the websocket URL was logged, redacted
+
+
+def test_shell_completion(alice: Account) -> None:
+    env = {
+        **os.environ,
+        "_CONCORDCTL_COMPLETE": "complete_bash",
+        "COMP_WORDS": "concordctl se",
+        "COMP_CWORD": "1",
+    }
+    script = Path(sys.executable).with_name("concordctl")
+    proc = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert {"send", "search"} <= set(proc.stdout.split())
