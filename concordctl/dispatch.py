@@ -375,7 +375,7 @@ class Runtime:
             if self.stopping:
                 self.consumer.cancel()
             await self.wait_connected()
-            if not self.stopping:
+            if not self.stopping and not self.consumer.done():  # done: it failed to start
                 await self.run_hooks(bot._on_ready, "on_ready")
                 self.start_periodic(bot)
                 self.ready.set()
