@@ -362,6 +362,7 @@ class EventStream:
         self._bad_frames = WarnLimiter()
         self._iterating = False
         self._closed = False
+        self._closing = asyncio.Event()
         self._gen: AsyncIterator[p.Event] | None = None
         self.state = StreamState("connecting")
         self.reconnects = 0
@@ -386,6 +387,7 @@ class EventStream:
     async def aclose(self) -> None:
         """Stop the stream and close its connection (idempotent)."""
         self._closed = True
+        self._closing.set()
         gen, self._gen = self._gen, None
         if gen is not None:
             with contextlib.suppress(RuntimeError):  # already running elsewhere
@@ -503,7 +505,12 @@ class EventStream:
                 delay = max(self.backoff.delay(attempt), at_least)
                 attempt += 1
                 self._set_state(StreamState("reconnecting", attempt, delay, error))
-                await asyncio.sleep(delay)
+                # Woken early by aclose(), so closing never waits out a backoff.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._closing.wait()
+                if self._closing.is_set():
+                    return None
             else:
                 attempt += 1
                 self._set_state(StreamState("connecting", attempt))
@@ -519,6 +526,9 @@ class EventStream:
             except (OSError, TimeoutError, InvalidHandshake, ConcordError) as exc:
                 error = redact_url(f"{type(exc).__name__}: {exc}".strip(": "))
             else:
+                if self._closing.is_set():  # closed while the handshake ran
+                    await ws.close()
+                    return None
                 self._ws = ws
                 self._alive_at = now_ms()
                 self._set_state(StreamState("connected", attempt))

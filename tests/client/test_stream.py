@@ -314,3 +314,30 @@ async def test_handshake_401_renews_the_token(admin_password: str) -> None:
         await c.wait_until(lambda: c.chats() == ["after renewal"])
         assert c.error is None
         await c.stop()
+
+
+async def test_closing_during_a_long_backoff_does_not_wait_it_out(
+    server: EmbeddedServer, client: Client
+) -> None:
+    states: list[str] = []
+    stream = client.events(
+        backoff={"base": 30.0, "cap": 30.0}, on_state=lambda s: states.append(s.state)
+    )
+
+    async def run() -> None:
+        async for _ in stream:
+            pass
+
+    task = asyncio.create_task(run())
+    async with asyncio.timeout(5):
+        while not stream.connected:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    server.refuse_connections(60)
+    await server.drop_connections()
+    async with asyncio.timeout(5):
+        while "reconnecting" not in states:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):  # not 15 to 30 s
+        await stream.aclose()
+        await task
+    assert states[-1] == "closed"
