@@ -1,4 +1,4 @@
-"""Bots: decorators that route Concord events to handlers, and the loop that runs them.
+"""Bots: decorators that route Concord events to handlers (the loop is ``dispatch.py``).
 
 ::
 
@@ -33,8 +33,10 @@ How events are dispatched (the promises handlers can rely on):
   threads) so they cannot block the event loop; they get a
   :class:`SyncContext` whose ``reply`` etc. block. A thread cannot be killed:
   after a timeout the bot stops waiting for it and moves on.
-* A lane is drained by one task per burst, not one task per event: a trivial
-  handler costs a function call, which keeps dispatch near the stream's speed.
+* An ``async def`` handler with no ``await`` at all cannot suspend, so it
+  runs inline as its event arrives, without a lane or a task (errors are
+  handled the same way); a counter or a log line costs about a function call.
+  Other lanes are drained by one task per burst, not one task per event.
 
 Operations: a watchdog reopens a stream that has been silent for
 ``watchdog`` seconds (recovering missed chats from the last chat id seen);

@@ -726,3 +726,24 @@ async def test_await_free_handlers_run_inline_and_are_still_isolated(
     assert seen == ["a", "b", "!cmd"]  # in order; the bot's own chat skipped
     assert "counter raised on chat_sent" in caplog.text and "inline failure" in caplog.text
     assert (tmp_path / "dead.ndjson").read_text().count("\n") == 1
+
+
+async def test_a_sync_handler_past_its_timeout_is_abandoned_with_a_clear_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import time
+
+    bot = Bot(timeout=0.1)
+    done: list[str] = []
+
+    @bot.on("chat_sent")
+    def blocking(ev: ChatSent) -> None:
+        if ev.chat.content == "slow":
+            time.sleep(0.5)  # a plain def cannot be cancelled
+        done.append(ev.chat.content)
+
+    with caplog.at_level(logging.ERROR, logger="concordctl.bot"):
+        await run(bot, [chat("slow"), chat("next")])
+    assert "next" in done
+    assert "blocking timed out after 0.1 s" in caplog.text
+    assert "its thread keeps running" in caplog.text
