@@ -18,8 +18,11 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import typer
-from typer._click.exceptions import ClickException
-from typer.exceptions import Abort
+
+try:  # typer >= 0.29 vendors click; older ones use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException  # type: ignore[assignment,unused-ignore]
 
 from concordctl import __version__
 from concordctl.errors import ConcordError, NotAuthenticated, NotFound, redact_url
@@ -171,7 +174,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ClickException as exc:  # usage errors: exit 2 with Click's message
         exc.show()
         return exc.exit_code
-    except (Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("concordctl: interrupted", file=sys.stderr)
         return 130
     except ConcordError as exc:

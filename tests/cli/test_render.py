@@ -171,3 +171,22 @@ def test_status_without_a_terminal_is_one_plain_line_per_change() -> None:
         "concordctl: reconnecting (attempt 1, next try in 0.5s): connection refused",
         "concordctl: reconnected",
     ]
+
+
+def test_status_on_a_terminal_is_a_live_line_cleared_on_reconnect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    err = Tty()
+    status = StatusReporter(err)
+    status(_State("reconnecting", 1, "connection refused"))
+    assert status._status is not None  # a rich status line (spinner) is showing
+    status(_State("reconnecting", 2, "connection refused"))
+    status(_State("connected"))
+    assert status._status is None
+    text = err.getvalue()
+    assert "reconnecting (attempt" in text and text.rstrip().endswith("concordctl: reconnected")
