@@ -35,6 +35,10 @@ LimitOption = Annotated[
 ]
 
 
+# The most chats asked of the server in one request.
+_ONE_PAGE = 100
+
+
 def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -254,7 +258,12 @@ def history(
 
     async def body() -> None:
         async with client_from_options(server, profile, ca_cert, insecure) as c:
-            chats = await c.latest_chats(channel_ref(channel), limit=limit)
+            if limit <= _ONE_PAGE:
+                chats = await c.latest_chats(channel_ref(channel), limit=limit)
+            else:  # more than one request: page through the search endpoint
+                chats = await c.search_chats(
+                    channel=channel_ref(channel), limit=limit, page_size=_ONE_PAGE
+                )
             await _print_chats(c, chats[:limit], json)
 
     run_async(body())

@@ -348,12 +348,20 @@ def test_send_with_a_key_twice_edits_the_same_chat(
 
 
 def test_history_pages_past_one_request(cli: Cli, alice: Account, general: int) -> None:
-    sent = [send(alice, general, f"n{i}")["id"] for i in range(60)]
-    r = cli("history", "general", "--limit", "55", env=alice.env)
+    with alice.http() as http:
+        sent = [
+            http.post(f"/api/channels/{general}/chats", json={"content": f"n{i}"}).json()["id"]
+            for i in range(110)
+        ]
+    r = cli("history", "general", "--limit", "105", env=alice.env)
     assert r.code == 0
     lines = r.lines()
-    assert len(lines) == 55
+    assert len(lines) == 105
     assert lines[-1].endswith(f"[{sent[-1]}]") and f": n5  [{sent[5]}]" in lines[0]
+    assert (
+        cli("history", "general", "--limit", "1000", env=alice.env).lines()
+        == cli("history", "general", "--limit", "110", env=alice.env).lines()
+    )
     assert all(f"#general {alice.name}: n" in line for line in lines)
     r = cli("history", str(general), "-n", "3", "--json", env=alice.env)
     assert [c["id"] for c in json.loads(r.out)] == sent[-1:-4:-1]  # the server's order
