@@ -30,6 +30,7 @@ from concordctl.errors import redact_url
 from concordctl.protocol import FrameError
 from concordctl.server import auth
 from concordctl.server.config import ServerConfig
+from concordctl.server.fastpath import DirectWriter
 from concordctl.server.hub import Hub, Subscriber
 from concordctl.server.store import MAX_ID, SearchFilter, Store, StoredUser, now_ms
 
@@ -665,7 +666,8 @@ async def _client_session(state: ServerState, scope: Scope, receive: Receive, se
     async def close(code: int, reason: str) -> None:
         await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    sub = Subscriber(user.id, send_frame, close, config.ws_queue_size)
+    direct = DirectWriter.attach(send) if config.direct_writes else None
+    sub = Subscriber(user.id, send_frame, close, config.ws_queue_size, direct)
     state.hub.add(sub)
     loop = asyncio.get_running_loop()
     online_timer = loop.call_later(config.online_delay, _mark_online, state, sub)

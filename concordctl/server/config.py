@@ -57,6 +57,9 @@ class ServerConfig:
     online_delay: float = 1.0
     #: uvicorn's websocket implementation ("websockets-sansio", "websockets", "wsproto").
     ws_impl: str = "websockets-sansio"
+    #: Write queued events straight to uvicorn's websocket connection, many per
+    #: system call (``fastpath.py``); False sends each through ASGI.
+    direct_writes: bool = True
     #: uvicorn's HTTP implementation ("h11", or "httptools" when installed).
     http_impl: str = "h11"
 

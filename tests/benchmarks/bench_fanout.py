@@ -22,7 +22,6 @@ import multiprocessing as mp
 import statistics
 import time
 from multiprocessing.connection import Connection
-from typing import Any
 
 ADMIN_PASSWORD = "bench-admin-password"
 
@@ -79,7 +78,9 @@ def run_floor_server(conn: Connection, chats: int, clients: int) -> None:
     asyncio.run(main())
 
 
-def run_embedded_server(conn: Connection, ws_impl: str, http_impl: str) -> None:
+def run_embedded_server(
+    conn: Connection, ws_impl: str, http_impl: str, loop: str, direct: bool
+) -> None:
     from concordctl.server import EmbeddedServer, ServerConfig
 
     async def main() -> None:
@@ -89,12 +90,18 @@ def run_embedded_server(conn: Connection, ws_impl: str, http_impl: str) -> None:
             ws_impl=ws_impl,
             http_impl=http_impl,
             online_delay=3600,
+            direct_writes=direct,
         )
         async with EmbeddedServer(config) as server:
             conn.send(server.port)
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
 
-    asyncio.run(main())
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 # ---------------------------------------------------------------- receivers
@@ -103,9 +110,9 @@ def run_embedded_server(conn: Connection, ws_impl: str, http_impl: str) -> None:
 def run_receivers(conn: Connection, url: str, count: int, chats: int) -> None:
     import websockets
 
-    async def receive(arrivals: list[tuple[int, float]]) -> None:
+    async def receive(arrivals: list[tuple[int, float]], ready: asyncio.Event) -> None:
         async with websockets.connect(url, compression=None, max_size=2**20) as ws:
-            conn_ready.append(1)
+            ready.set()
             got = 0
             while got < chats:
                 raw = await ws.recv()
@@ -116,13 +123,12 @@ def run_receivers(conn: Connection, url: str, count: int, chats: int) -> None:
                 arrivals.append((chat_id, now))
                 got += 1
 
-    conn_ready: list[int] = []
-
     async def main() -> None:
         per_client: list[list[tuple[int, float]]] = [[] for _ in range(count)]
-        tasks = [asyncio.create_task(receive(a)) for a in per_client]
-        while len(conn_ready) < count:
-            await asyncio.sleep(0.01)
+        ready = [asyncio.Event() for _ in range(count)]
+        tasks = [asyncio.create_task(receive(a, r)) for a, r in zip(per_client, ready, strict=True)]
+        for event in ready:
+            await event.wait()
         conn.send("ready")
         await asyncio.gather(*tasks)
         conn.send([x for a in per_client for x in a])
@@ -172,12 +178,21 @@ def measure_floor(chats: int, clients: int, procs: int) -> float:
 
 
 def measure_embedded(
-    chats: int, clients: int, procs: int, concurrency: int, ws_impl: str, http_impl: str
+    chats: int,
+    clients: int,
+    procs: int,
+    concurrency: int,
+    ws_impl: str,
+    http_impl: str,
+    loop: str,
+    direct: bool,
 ) -> tuple[float, float, float]:
     import httpx
 
     parent, child = mp.Pipe()
-    server = mp.Process(target=run_embedded_server, args=(child, ws_impl, http_impl), daemon=True)
+    server = mp.Process(
+        target=run_embedded_server, args=(child, ws_impl, http_impl, loop, direct), daemon=True
+    )
     server.start()
     port = parent.recv()
     base = f"http://127.0.0.1:{port}"
@@ -186,7 +201,8 @@ def measure_embedded(
     ).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
     channel = httpx.get(f"{base}/api/server", headers=headers).json()["defaultChannelId"]
-    receivers = start_receivers(f"ws://127.0.0.1:{port}/client?token={token}", clients, procs, chats)
+    ws_url = f"ws://127.0.0.1:{port}/client?token={token}"
+    receivers = start_receivers(ws_url, clients, procs, chats)
     returned: dict[int, float] = {}
 
     async def send_all() -> float:
@@ -223,22 +239,38 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--ws", default="websockets-sansio")
     parser.add_argument("--http", default="h11")
+    parser.add_argument("--loop", default="asyncio", help="asyncio or uvloop (if installed)")
+    parser.add_argument("--writes", default="direct", help="direct, asgi or direct,asgi")
     args = parser.parse_args()
     floor = measure_floor(args.chats, args.clients, args.procs)
     print(
         f"floor (bare websockets.broadcast): {floor:,.0f} deliveries/s "
         f"({args.chats} frames x {args.clients} clients)"
     )
-    for ws_impl in args.ws.split(","):
-        for http_impl in args.http.split(","):
-            rate, median, p99 = measure_embedded(
-                args.chats, args.clients, args.procs, args.concurrency, ws_impl, http_impl
-            )
-            print(
-                f"embedded ws={ws_impl} http={http_impl}: {rate:,.0f} deliveries/s, "
-                f"ratio {rate / floor:.2f} (target >= 0.5); POST return -> event: "
-                f"median {median:.1f} ms, p99 {p99:.1f} ms"
-            )
+    combos = [
+        (loop, ws_impl, http_impl, writes)
+        for loop in args.loop.split(",")
+        for ws_impl in args.ws.split(",")
+        for http_impl in args.http.split(",")
+        for writes in args.writes.split(",")
+    ]
+    for loop, ws_impl, http_impl, writes in combos:
+        rate, median, p99 = measure_embedded(
+            args.chats,
+            args.clients,
+            args.procs,
+            args.concurrency,
+            ws_impl,
+            http_impl,
+            loop,
+            writes == "direct",
+        )
+        print(
+            f"embedded ws={ws_impl} http={http_impl} loop={loop} writes={writes}: "
+            f"{rate:,.0f} deliveries/s, "
+            f"ratio {rate / floor:.2f} (target >= 0.5); POST return -> event: "
+            f"median {median:.1f} ms, p99 {p99:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,14 @@ from tests.server.helpers import general_id, login, watch
 FRAME = '{"type": "bulk", "pad": "' + "x" * 16_000 + '"}'
 
 
-@pytest.fixture
-def server_config(admin_password: str) -> ServerConfig:
-    return ServerConfig(admin_password=admin_password, ws_queue_size=16, online_delay=60)
+@pytest.fixture(params=[True, False], ids=["direct-writes", "asgi-sends"])
+def server_config(admin_password: str, request: pytest.FixtureRequest) -> ServerConfig:
+    return ServerConfig(
+        admin_password=admin_password,
+        ws_queue_size=16,
+        online_delay=60,
+        direct_writes=request.param,
+    )
 
 
 @pytest.fixture
