@@ -8,14 +8,14 @@ import pytest
 
 from concordctl import protocol as p
 from concordctl.backoff import Backoff
-from concordctl.stream import (
+from concordctl.recovery import (
     SeenChats,
-    WarnLimiter,
     recover_missed_chats,
     select_recovered,
     snowflake_id,
     snowflake_time,
 )
+from concordctl.stream import WarnLimiter
 
 
 def chat(cid: int, created: int = 0, channel: int = 1) -> p.Chat:
