@@ -496,7 +496,7 @@ class Bot:
         # chat_sent is most of the traffic: its route, and when every handler
         # on it is a plain await-free one, just their functions (the fast path).
         self._chat_route: tuple[_Listener, ...] | None = None
-        self._chat_fast: tuple[_Listener, ...] | None = None
+        self._chat_fast: tuple[Callable[..., Any], ...] | None = None
         self._order = 0
         self._help = _Listener(
             name="help",
@@ -838,8 +838,11 @@ class Bot:
         route = self._route("chat_sent")
         self._chat_route = route
         simple = all(lst.inline and not lst.filtered and not lst.pass_match for lst in route)
-        self._chat_fast = route if simple else None
+        self._chat_fast = tuple(lst.fn for lst in route) if simple else None
         return route
+
+    def _listener_of(self, fn: Callable[..., Any]) -> _Listener:
+        return next(lst for lst in self._listeners if lst.fn is fn)
 
     def _route_unknown(self) -> tuple[_Listener, ...]:
         if self._unknown_route is None:

@@ -325,7 +325,8 @@ class Runtime:
         self.periodic_tasks: list[asyncio.Task[None]] = []
         self.backlog = 0
         self.room: asyncio.Future[None] | None = None
-        self.last_chat_id = 0  # the newest chat id seen (0: none yet)
+        self.last_chat_id = 0  # the newest chat id seen by dispatch (0: none yet)
+        self.last_chat: Chat | None = None  # the last chat of the fast path
         self.events_seen = 0
         self.quiet_since = self.loop.time()
         self.seen_at_check: tuple[int, int] = (-1, -1)
@@ -470,7 +471,7 @@ class Runtime:
         def on_state(state: Any) -> None:
             name = getattr(state, "state", "")
             if name == "connected":
-                if self.connected is False and (self.events_seen or self.last_chat_id):
+                if self.connected is False and (self.events_seen or self.cursor()):
                     log.info("stream connected again")
                 self.connected = True
                 self.quiet_since = self.loop.time()
@@ -512,7 +513,7 @@ class Runtime:
         assert task is not None
         while True:
             if callable(events):
-                it: AsyncIterator[Any] = events(self.last_chat_id or None)
+                it: AsyncIterator[Any] = events(self.cursor() or None)
             else:
                 it = aiter(events)
             try:
@@ -532,6 +533,11 @@ class Runtime:
                         await closer()
                     except Exception as exc:  # closing a broken stream must not mask why
                         log.debug("closing the event stream: %r", exc)
+
+    def cursor(self) -> int:
+        """The newest chat id seen (0: none), where a reopened stream recovers from."""
+        last = self.last_chat
+        return max(self.last_chat_id, last.id if last is not None else 0)
 
     async def pump(self, it: AsyncIterator[Any]) -> None:
         dispatch = self.dispatch
@@ -562,15 +568,13 @@ class Runtime:
                     and chat.author_id != self_id
                     and not chat.content.startswith(bot.prefix)
                 ):
-                    # (the watchdog sees this chat through last_chat_id)
-                    if chat.id > self.last_chat_id:
-                        self.last_chat_id = chat.id
-                    for lst in fast:
+                    self.last_chat = chat  # the stream cursor and the watchdog read it
+                    for fn in fast:
                         try:  # iterating __await__ (not send()) spares a StopIteration
-                            for _ in lst.fn(ev).__await__():
+                            for _ in fn(ev).__await__():
                                 raise RuntimeError("an await-free handler suspended")
                         except Exception as exc:
-                            self.on_failure(lst, ev, exc)
+                            self.on_failure(bot._listener_of(fn), ev, exc)
                     continue
             self.events_seen += 1
             dispatch(ev)
@@ -906,7 +910,7 @@ class Runtime:
                 task.cancel()
 
     def check_watchdog(self, now: float) -> None:
-        seen = (self.events_seen, self.last_chat_id)
+        seen = (self.events_seen, self.cursor())
         if seen != self.seen_at_check:
             self.seen_at_check = seen
             self.quiet_since = now

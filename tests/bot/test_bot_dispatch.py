@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botkit import BOT_ID, FakeClient, chat, from_list
+from botkit import BOT_ID, FakeClient, chat, eventually, from_list
 
 from concordctl import Bot, Context
 from concordctl.bot import SyncContext, parse_command
@@ -498,7 +498,7 @@ async def test_on_ready_runs_before_events_and_every_runs_periodically() -> None
 
     async def source() -> Any:
         yield chat("x")
-        await asyncio.sleep(0.2)
+        await eventually(lambda: ticks >= 3)  # the periodic task keeps running meanwhile
 
     async with asyncio.timeout(10):
         await bot.serve(client=FakeClient(), events=source())  # type: ignore[arg-type]
