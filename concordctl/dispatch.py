@@ -198,6 +198,11 @@ class GuardedClient:
         if self._dry is not None:
             self._dry(action, details)
             return False
+        if self._client is None:
+            raise UsageError(
+                f"cannot {action}: this bot runs without a server",
+                hint="pass client= to serve(), or a dry_run hook to see the writes",
+            )
         return True
 
     def _fake_chat(self, channel: Any, content: str, thread_id: int | None) -> Chat:

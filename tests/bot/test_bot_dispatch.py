@@ -747,3 +747,15 @@ async def test_a_sync_handler_past_its_timeout_is_abandoned_with_a_clear_log(
     assert "next" in done
     assert "blocking timed out after 0.1 s" in caplog.text
     assert "its thread keeps running" in caplog.text
+
+
+async def test_writes_without_a_server_fail_clearly(caplog: pytest.LogCaptureFixture) -> None:
+    bot = Bot()
+
+    @bot.command("ping")
+    async def ping(ctx: Context) -> None:
+        await ctx.reply("pong")
+
+    with caplog.at_level(logging.ERROR, logger="concordctl.bot"):
+        await bot.serve(events=from_list([chat("!ping")]))  # type: ignore[arg-type]
+    assert "cannot send: this bot runs without a server" in caplog.text
