@@ -155,9 +155,14 @@ class EventWriter:
         self._pending: list[bytes] = []
         self._size = 0
         self._scheduled = False
+        # A failed write in a scheduled flush (the reader went away) is kept
+        # and raised by the next write, in the tail's own task.
+        self._error: OSError | None = None
 
     def write(self, event: Event) -> None:
         # write_raw inlined: this runs once per event of `tail --json`.
+        if self._error is not None:
+            raise self._error
         line = encode_event(event)
         self._pending.append(line)
         self._size += len(line) + 1
@@ -167,6 +172,8 @@ class EventWriter:
             self._schedule()
 
     def write_raw(self, line: bytes) -> None:
+        if self._error is not None:
+            raise self._error
         self._pending.append(line)
         self._size += len(line) + 1
         if self._size >= self.MAX_PENDING:
@@ -180,11 +187,19 @@ class EventWriter:
         except RuntimeError:
             self.flush()
             return
-        loop.call_soon(self.flush)
+        loop.call_soon(self._scheduled_flush)
         self._scheduled = True
+
+    def _scheduled_flush(self) -> None:
+        try:
+            self.flush()
+        except OSError as exc:
+            self._error = exc
 
     def flush(self) -> None:
         self._scheduled = False
+        if self._error is not None:
+            raise self._error
         if not self._pending:
             return
         self._pending.append(b"")
