@@ -196,3 +196,20 @@ async def test_tls_https_and_wss(certificate: tuple[Path, Path], admin_password:
         with pytest.raises(httpx.ConnectError):
             async with httpx.AsyncClient(base_url=server.url) as untrusting:
                 await untrusting.get("/api/server")
+
+
+def test_serve_on_a_busy_port_is_a_usage_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "concordctl", "serve", "--port", str(port), "--db", ":memory:"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr

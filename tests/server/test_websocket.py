@@ -212,3 +212,22 @@ async def test_stop_closes_clients_with_1001(admin_password: str) -> None:
         await server.stop()
         code, reason = await asyncio.wait_for(a.closed, 5)
         assert code == 1001 and reason
+
+
+async def test_renumbered_siblings_are_announced(server: EmbeddedServer, admin: User) -> None:
+    general = await general_id(admin)
+    async with watch(server, admin.token) as a:
+        first = (await admin.post("/api/channels", json={"name": "first", "ordinality": 0})).json()
+        assert (await a.next("channel_created"))["channel"] == first
+        moved = await a.next("channels_updated")
+        assert moved["channel"]["id"] == general and moved["channel"]["ordinality"] == 1
+
+
+async def test_binary_and_text_raw_frames(server: EmbeddedServer, admin: User) -> None:
+    async with websockets.connect(f"{server.ws_url}?token={admin.token}") as ws:
+        await server.broadcast_raw(b"\xff\x00 not utf-8")
+        assert await ws.recv() == b"\xff\x00 not utf-8"
+        await server.broadcast_raw("not json at all")
+        assert await ws.recv() == "not json at all"
+        await server.broadcast_raw(b"{}", binary=True)
+        assert await ws.recv() == b"{}"
