@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy
-from streamcheck import Sender
+from streamcheck import Sender, poll_until
 
 from concordctl.server import EmbeddedServer
 
@@ -102,6 +103,8 @@ class Tail:
         async for line in self.proc.stdout:
             text = line.decode()
             self.raw_out.append(text)
+            if not text.endswith("\n"):
+                continue  # the last, partial line of a killed tail
             self.lines.append(json.loads(text))
             self._changed.set()
 
@@ -281,3 +284,80 @@ async def test_send_cut_mid_response_exits_6_and_never_double_posts(
     assert again[0] == 0, again
     response = await sender.http.get("/api/chats", params={"query": "keyed"})
     assert len([c for c in response.json() if c["content"].startswith("keyed")]) == 1
+
+
+CHECKPOINT_AHEAD = (
+    "cli: tail --checkpoint saves the checkpoint as soon as a line is handed to the "
+    "EventWriter, which flushes stdout later (next loop turn); a tail killed in between "
+    "has a checkpoint ahead of its output and the restarted tail never prints that chat "
+    "(owner: cli/watch.py, cli/render.py: flush before advancing the checkpoint)"
+)
+
+
+@pytest.mark.xfail(strict=False, reason=CHECKPOINT_AHEAD + "; timing-dependent here")
+async def test_tail_killed_mid_stream_resumes_from_its_checkpoint(
+    server: EmbeddedServer, proxy: FaultProxy, sender: Sender, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path, _token(sender))
+    checkpoint = str(tmp_path / "tail.ckpt")
+    args = ("--type", "chat_sent", "--checkpoint", checkpoint)
+    first = await Tail.start(server, proxy.url, env, *args)
+    burst = asyncio.get_running_loop().create_task(sender.send_many("burst", 40))
+    await poll_until(lambda: len(first.chat_ids()) >= 10, 20, "the first ten chats")
+    first.proc.kill()  # SIGKILL mid-stream: no clean shutdown, no last write
+    await first.finish()
+    await burst
+    later = await sender.send_many("later", 5)
+
+    second = await Tail.start(server, proxy.url, env, *args)
+    await second.wait_for_chats([*sender.sent[len(first.chat_ids()) :], *later], 8)
+    second.proc.terminate()
+    await second.finish()
+    seen_first, seen_second = first.chat_ids(), second.chat_ids()
+    assert sorted(set(seen_first) | set(seen_second)) == [c.id for c in sender.sent]
+    assert seen_second == sorted(set(seen_second)), "the restarted tail repeated or reordered"
+    overlap = set(seen_first) & set(seen_second)
+    assert len(overlap) <= 1, f"{len(overlap)} chats printed by both runs"
+
+
+@pytest.mark.xfail(strict=True, reason=CHECKPOINT_AHEAD)
+async def test_tail_checkpoint_never_runs_ahead_of_its_output(
+    server: EmbeddedServer, proxy: FaultProxy, sender: Sender, tmp_path: Path
+) -> None:
+    # Freeze the tail (SIGSTOP) at many moments of a burst: what is on disk
+    # must never name a chat that has not reached stdout, or a crash at that
+    # moment loses it.
+    env = cli_env(tmp_path, _token(sender))
+    checkpoint = tmp_path / "tail.ckpt"
+    tail = await Tail.start(
+        server, proxy.url, env, "--type", "chat_sent", "--checkpoint", str(checkpoint)
+    )
+    stop = asyncio.Event()
+
+    async def burst() -> None:
+        i = 0
+        while not stop.is_set():
+            await sender.send(f"burst-{i}")
+            i += 1
+
+    task = asyncio.get_running_loop().create_task(burst())
+    ahead = []
+    try:
+        await poll_until(lambda: len(tail.chat_ids()) >= 5, 20, "the first chats")
+        for _ in range(8):
+            await asyncio.sleep(0.05)
+            os.kill(tail.proc.pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(0.3)  # everything already written is read meanwhile
+                saved = json.loads(await asyncio.to_thread(checkpoint.read_text))["chatId"]
+                printed = tail.chat_ids()
+                if saved not in printed:
+                    ahead.append((saved, max(printed)))
+            finally:
+                os.kill(tail.proc.pid, signal.SIGCONT)
+    finally:
+        stop.set()
+        await task
+        tail.proc.terminate()
+        await tail.finish()
+    assert not ahead, f"checkpoint ahead of stdout at {len(ahead)} of 8 moments"
