@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+import websockets.sync.client
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -70,32 +72,24 @@ class Served:
 def test_serve_prints_password_once_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     db = tmp_path / "serve.db"
     first = Served("--db", str(db))
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(first.stop)
         password_lines = [x for x in first.stdout if "password:" in x]
         assert len(password_lines) == 1
         password = password_lines[0].rsplit(" ", 1)[1].strip()
         token = httpx.post(
             f"{first.url}/api/tokens", json={"username": "admin", "password": password}
         ).json()["token"]
-
-        async def connect() -> None:
-            async with websockets.connect(
-                f"{first.url.replace('http', 'ws')}/client?token={token}"
-            ):
-                pass
-
-        import asyncio
-
-        asyncio.run(connect())
-        assert (
-            httpx.get(
-                f"{first.url}/api/self", headers={"Authorization": f"Bearer {token}"}
-            ).status_code
-            == 200
-        )
-    finally:
-        code = first.stop()
-    assert code == 0, "".join(first.stderr)
+        me = httpx.get(f"{first.url}/api/self", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200
+        ws_url = f"{first.url.replace('http', 'ws')}/client?token={token}"
+        with websockets.sync.client.connect(ws_url) as ws:
+            stack.pop_all()
+            assert first.stop() == 0, "".join(first.stderr)
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    ws.recv(timeout=10)
+            assert ws.close_code == 1001  # clients are told the server is going away
     log = "".join(first.stderr)
     assert "/client?token=***" in log and token not in log and password not in log
     assert '"POST /api/tokens" 200' in log
