@@ -179,6 +179,8 @@ class Harness:
         )
         ready.cancel()
         if task in done:
+            self._bots.remove((bot, task, client))
+            await client.aclose()
             task.result()  # raises why the bot could not start
             raise AssertionError("the bot stopped before it was ready")
         if not done:

@@ -12,6 +12,7 @@ from botkit import eventually
 
 from concordctl import Bot, ChatReactionsUpdated, ChatSent, Context, Event, UnknownEvent
 from concordctl.bot import SyncContext
+from concordctl.errors import NotFound
 from concordctl.testing import Harness
 
 
@@ -293,3 +294,11 @@ async def test_harness_expectations_fail_with_what_was_seen(concord_harness: Har
     chat = await h.send("hello")
     with pytest.raises(AssertionError, match="unexpected reply: 'echo'"):
         await h.expect_no_reply(chat, within=5)
+
+
+async def test_start_bot_raises_why_the_bot_could_not_start(concord_harness: Harness) -> None:
+    bot = Bot()
+    bot.on("chat_sent", channel="no-such-channel")(lambda ev: None)
+    with pytest.raises(NotFound):
+        await concord_harness.start_bot(bot)
+    assert not bot.running
