@@ -25,7 +25,7 @@ from typing import Any
 from concordctl import protocol as p
 from concordctl.backoff import Backoff
 from concordctl.config import Settings, resolve_settings, ssl_context
-from concordctl.errors import NotFound, Unreachable, UsageError, redact_url
+from concordctl.errors import NotAuthenticated, NotFound, Unreachable, UsageError, redact_url
 from concordctl.rest import RestClient
 from concordctl.stream import EventStream, StreamState
 
@@ -135,8 +135,14 @@ class Client:
         )
 
     async def __aenter__(self) -> Client:
-        # No request here: the first call that needs a token logs in (so that
-        # register() works whatever credentials the environment holds).
+        # Log in now, so that c.token is set and a first stream connects at
+        # once. Bad credentials are not fatal here: register() needs none, and
+        # the first call that needs a token raises NotAuthenticated anyway.
+        if self.rest.has_credentials and self.rest.token is None:
+            try:
+                await self.login()
+            except NotAuthenticated as exc:
+                log.debug("login on entering the client failed: %s", exc)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

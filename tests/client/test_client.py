@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import concordctl.sync as concord_sync
-from concordctl import Client, NotFound, StreamState, UsageError
+from concordctl import Client, NotAuthenticated, NotFound, StreamState, UsageError
 from concordctl.config import save_profile
 from concordctl.server import EmbeddedServer, ServerThread
 
@@ -24,10 +24,13 @@ async def test_client_resolves_settings_like_the_cli(
     monkeypatch.setenv("CONCORD_USERNAME", "admin")
     monkeypatch.setenv("CONCORD_PASSWORD", admin_password)
     async with Client() as c:
-        assert c.token is None  # logs in on the first request that needs it
-        assert (await c.me()).username == "admin"
-        token = c.token
-        assert token
+        token = c.token  # logged in on entering
+        assert token and (await c.me()).username == "admin"
+    monkeypatch.setenv("CONCORD_PASSWORD", "wrong-password")
+    async with Client() as c:  # bad credentials do not stop what needs none
+        assert (await c.register("needs-no-login", "some-password")).username
+        with pytest.raises(NotAuthenticated):
+            await c.me()
     monkeypatch.delenv("CONCORD_SERVER")
     monkeypatch.delenv("CONCORD_USERNAME")
     monkeypatch.delenv("CONCORD_PASSWORD")
