@@ -24,8 +24,9 @@ import uvicorn
 
 from concordctl.errors import redact_url
 from concordctl.server import auth
-from concordctl.server.app import ServerState, build_app
+from concordctl.server.app import build_app
 from concordctl.server.config import ServerConfig, key_path_for
+from concordctl.server.state import ServerState
 from concordctl.server.store import Store
 
 __all__ = ["EmbeddedServer", "ServerThread"]
