@@ -348,3 +348,37 @@ def test_shell_completion(alice: Account) -> None:
     script = Path(sys.executable).with_name("concordctl")
     proc = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert {"send", "search"} <= set(proc.stdout.split())
+
+
+def test_login_prompts_for_the_password_on_a_terminal(alice: Account, cli_env: Path) -> None:
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: concordctl on the terminal
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "concordctl", "login", "-s", alice.url, "-u", alice.name],
+            {**os.environ, "CONCORD_CONFIG": str(cli_env)},
+        )
+    seen = b""
+    deadline = time.monotonic() + 20
+    while b"Password:" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 1)[0]:
+            seen += os.read(fd, 1024)
+    assert b"Password:" in seen
+    os.write(fd, alice.password.encode() + b"\n")
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 1)[0]:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert alice.password.encode() not in seen  # not echoed
+    assert b"logged in" in seen and "token" in cli_env.read_text()
