@@ -3,14 +3,20 @@
 The floor is a bare ``websockets`` server broadcasting the same pre-encoded
 chat_sent frames to the same number of clients (``websockets.broadcast``, no
 HTTP, no database, no ASGI). Both servers run in their own process; the
-receivers are spread over a few processes so the clients are not the limit.
+receivers are spread over a few processes. The sender is a minimal HTTP/1.1
+client with ``--concurrency`` keep-alive connections, so that it costs
+little next to the server.
 
-Prints deliveries per second for each, the ratio (target >= 0.5), and the
-median and p99 time from a POST returning to the event arriving at a client
-(negative when the event overtook the HTTP response).
+Prints deliveries per second for each, the ratio (target >= 0.5), the median
+and p99 time from a POST returning to the event arriving at a client, and the
+CPU seconds the server process used (the figure that tells implementations
+apart when the receivers are the bottleneck). ``--writes direct`` batches a
+client's events into one write (``server/fastpath.py``; websockets-sansio only,
+others fall back to ASGI sends).
 
 Usage: python tests/benchmarks/bench_fanout.py [--chats 2000] [--clients 50]
-       [--procs 5] [--concurrency 8] [--ws websockets-sansio,websockets] [--http h11]
+       [--procs 5] [--concurrency 8] [--ws websockets-sansio,websockets,wsproto]
+       [--http h11,httptools] [--loop asyncio,uvloop] [--writes direct,asgi]
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ def run_embedded_server(
         async with EmbeddedServer(config) as server:
             conn.send(server.port)
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            conn.send(time.process_time())
 
     if loop == "uvloop":
         import uvloop
@@ -206,26 +213,45 @@ def measure_embedded(
     returned: dict[int, float] = {}
 
     async def send_all() -> float:
-        limits = httpx.Limits(max_connections=concurrency)
-        async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as http:
-            remaining = iter(range(chats))
+        # A minimal keep-alive HTTP/1.1 client: httpx costs ~1.5 ms of CPU per
+        # POST, which on a small machine would starve the receivers and
+        # measure the client instead of the server.
+        remaining = iter(range(chats))
 
-            async def worker() -> None:
-                for i in remaining:
-                    r = await http.post(
-                        f"/api/channels/{channel}/chats", json={"content": f"benchmark chat {i}"}
-                    )
-                    returned[r.json()["id"]] = time.monotonic()
+        async def worker() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for i in remaining:
+                body = json.dumps({"content": f"benchmark chat {i}"}).encode()
+                writer.write(
+                    f"POST /api/channels/{channel}/chats HTTP/1.1\r\nHost: bench\r\n"
+                    f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                chat = json.loads(await reader.readexactly(length))
+                returned[chat["id"]] = time.monotonic()
+            writer.close()
 
-            start = time.monotonic()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return start
+        start = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return start
 
+    cpu_before = time.process_time()
     start = asyncio.run(send_all())
+    sender_cpu = time.process_time() - cpu_before
     arrivals = collect(receivers)
     parent.send("stop")
+    server_cpu = parent.recv()
     server.join(timeout=30)
-    rate = len(arrivals) / (max(t for _, t in arrivals) - start)
+    elapsed = max(t for _, t in arrivals) - start
+    rate = len(arrivals) / elapsed
+    print(
+        f"  (run {elapsed:.1f} s; server process CPU {server_cpu:.1f} s, "
+        f"sender CPU {sender_cpu:.1f} s)"
+    )
     latencies = sorted((t - returned[i]) * 1000 for i, t in arrivals)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return rate, statistics.median(latencies), p99
