@@ -41,6 +41,7 @@ async def test_token_expired_during_the_outage_is_renewed(
 ) -> None:
     collector = Collector()
     collector.start(client.events(on_state=collector.on_state, **FAST))
+    await collector.wait_for(lambda: "connected" in collector.state_names(), 10, "connect")
     sender = await Sender.login(server.url, "admin", admin_password, "general")
     try:
         await collector.wait_for(collector.has_chats(await sender.send_many("a", 1)), 10, "live")
