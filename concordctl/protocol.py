@@ -413,16 +413,27 @@ def _as_bytes(frame: bytes | bytearray | memoryview | str) -> bytes | str:
     return frame
 
 
+# What the JSON layer raises for input that is not a JSON text at all: bad
+# syntax, broken UTF-8 (or a str with lone surrogates), nesting past the limit.
+_NOT_JSON = (msgspec.DecodeError, UnicodeError, RecursionError)
+
+
+def _not_json(exc: BaseException) -> FrameError:
+    if isinstance(exc, RecursionError):
+        return FrameError("JSON nested too deeply")
+    if isinstance(exc, UnicodeError):
+        return FrameError("not valid UTF-8 text")
+    return FrameError(f"not valid JSON: {exc}")
+
+
 def _classify_failure(
     frame: bytes | str, error: msgspec.ValidationError, known: frozenset[str]
 ) -> dict[str, Any]:
     """Return the frame as a dict when its type is unknown; else raise FrameError."""
     try:
         obj = _any_decoder.decode(frame)
-    except msgspec.DecodeError as exc:
-        raise FrameError(f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise FrameError("JSON nested too deeply") from None
+    except _NOT_JSON as exc:
+        raise _not_json(exc) from None
     if not isinstance(obj, dict):
         raise FrameError(f"not a JSON object: {type(obj).__name__}")
     kind = obj.get("type")
@@ -445,10 +456,8 @@ def decode_event(frame: bytes | bytearray | memoryview | str) -> Event:
     except msgspec.ValidationError as exc:
         obj = _classify_failure(data, exc, EVENT_TYPES)
         return UnknownEvent(obj["type"], obj)
-    except msgspec.DecodeError as exc:
-        raise FrameError(f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise FrameError("JSON nested too deeply") from None
+    except _NOT_JSON as exc:
+        raise _not_json(exc) from None
 
 
 def encode_event(event: Event) -> bytes:
@@ -471,10 +480,8 @@ def decode_client_frame(frame: bytes | bytearray | memoryview | str) -> ClientFr
     except msgspec.ValidationError as exc:
         _classify_failure(data, exc, _CLIENT_FRAME_TYPES)
         return None
-    except msgspec.DecodeError as exc:
-        raise FrameError(f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise FrameError("JSON nested too deeply") from None
+    except _NOT_JSON as exc:
+        raise _not_json(exc) from None
 
 
 def encode_client_frame(frame: ClientFrame) -> bytes:
@@ -485,10 +492,10 @@ def decode(body: bytes | bytearray | memoryview | str, model: type[T]) -> T:
     """Decode a REST body into ``model`` (a struct, or e.g. ``list[Chat]``)."""
     try:
         return msgspec.json.decode(_as_bytes(body), type=model)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except msgspec.ValidationError as exc:
         raise FrameError(f"unexpected body for {_model_name(model)}: {exc}") from None
-    except RecursionError:
-        raise FrameError("JSON nested too deeply") from None
+    except _NOT_JSON as exc:
+        raise _not_json(exc) from None
 
 
 def encode(value: Any) -> bytes:

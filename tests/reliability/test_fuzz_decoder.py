@@ -116,11 +116,6 @@ def test_lone_surrogates_as_bytes_only_raise_frame_error(content: str, decoder: 
     _only_frame_error(decoder, escaped.encode())  # ensure_ascii: "\ud800" escape
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol.decode_* encodes a str frame to UTF-8 itself; a str with a lone "
-    "surrogate escapes as UnicodeEncodeError instead of FrameError (owner: protocol.py)",
-)
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: d.__name__)
 def test_str_frame_with_a_lone_surrogate_raises_frame_error(decoder: Decoder) -> None:
     with pytest.raises(p.FrameError):
@@ -137,11 +132,6 @@ UTF8_TEMPLATES = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol.decode_*: msgspec raises UnicodeDecodeError for invalid UTF-8 inside a "
-    "JSON string, and the decoders do not turn it into FrameError (owner: protocol.py)",
-)
 @pytest.mark.parametrize(
     "decoder",
     [*DECODERS, lambda raw: p.decode(raw, p.NewChat)],

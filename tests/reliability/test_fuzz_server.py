@@ -260,11 +260,6 @@ def _auth(target: Target) -> dict[str, str]:
 
 
 TEN_MB = 10 * 1024 * 1024
-UTF8_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="invalid UTF-8 inside a JSON string: protocol.decode lets msgspec's "
-    "UnicodeDecodeError escape, the server answers 500 (owner: protocol.py / server)",
-)
 
 
 @pytest.mark.parametrize(
@@ -311,8 +306,8 @@ def test_ten_megabyte_bodies_get_413(target: Target, method: str, path: str) -> 
         b'{"content": "x", "threadId": "1"}',
         b'{"content": "\\ud800"}',
         b'{"content": "\\udfff\\ud800"}',
-        pytest.param(b'{"content": "\xed\xa0\x80"}', marks=UTF8_BUG),
-        pytest.param(b'{"content": "\xff"}', marks=UTF8_BUG),
+        b'{"content": "\xed\xa0\x80"}',
+        b'{"content": "\xff"}',
         b'{"content": "\\u0000"}',
         b'{"content": ""}',
         b'{"content": "   "}',
@@ -544,12 +539,6 @@ def test_websocket_ignores_bad_frames(
     _recv_own_typing(ws, user_id, target.channel_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a binary frame whose JSON string holds invalid UTF-8 makes decode_client_frame "
-    "raise UnicodeDecodeError; the server drops the socket without a close frame "
-    "(owner: protocol.py / server)",
-)
 def test_binary_frame_with_invalid_utf8_is_ignored(
     target: Target, fuzzer_socket: tuple[ClientConnection, int]
 ) -> None:
