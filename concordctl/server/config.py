@@ -49,6 +49,8 @@ class ServerConfig:
     ws_max_message_bytes: int = 64 * 1024
     #: Events queued for one websocket client before it counts as too slow.
     ws_queue_size: int = 1024
+    #: Seconds a close may wait for a slow client's buffers before its socket is dropped.
+    ws_close_timeout: float = 5.0
     max_ws_per_user: int = 32
     login_failures_per_user: int = 10
     login_failures_per_address: int = 50

@@ -28,7 +28,7 @@ log = logging.getLogger("concordctl.server")
 SLOW_CLIENT_CODE = 4008
 SLOW_CLIENT_REASON = "too slow: send queue full, events dropped"
 #: How long a close may wait for a client's buffers to drain before the socket is dropped.
-CLOSE_TIMEOUT = 5.0
+DEFAULT_CLOSE_TIMEOUT = 5.0
 
 Frame = str | bytes
 #: (is_text, what ASGI sends, the UTF-8 payload)
@@ -51,6 +51,7 @@ class Subscriber:
         "_send",
         "_task",
         "_wakeup",
+        "close_timeout",
         "limit",
         "queue",
         "user_id",
@@ -63,8 +64,10 @@ class Subscriber:
         close: Callable[[int, str], Awaitable[None]],
         limit: int,
         direct: DirectWriter | None = None,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         self.user_id = user_id
+        self.close_timeout = close_timeout
         self.limit = limit
         self.queue: deque[Outgoing] = deque()
         self._send = send
@@ -127,7 +130,7 @@ class Subscriber:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         try:
-            await asyncio.wait_for(self._close(code, reason), timeout=CLOSE_TIMEOUT)
+            await asyncio.wait_for(self._close(code, reason), timeout=self.close_timeout)
         except Exception:
             # The close frame could not even be queued: the client reads nothing.
             if self._direct is not None:

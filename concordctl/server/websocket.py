@@ -111,7 +111,9 @@ async def _client_session(state: ServerState, scope: Scope, receive: Receive, se
         await send({"type": "websocket.close", "code": code, "reason": reason})
 
     direct = DirectWriter.attach(send) if config.direct_writes else None
-    sub = Subscriber(user.id, send_frame, close, config.ws_queue_size, direct)
+    sub = Subscriber(
+        user.id, send_frame, close, config.ws_queue_size, direct, config.ws_close_timeout
+    )
     state.hub.add(sub)
     loop = asyncio.get_running_loop()
     online_timer = loop.call_later(config.online_delay, _mark_online, state, sub)

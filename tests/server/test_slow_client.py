@@ -73,3 +73,28 @@ async def test_slow_client_is_disconnected_and_others_lose_nothing(
             assert "slow" in (slow.close_reason or "")
     finally:
         await slow.close()
+
+
+async def test_a_client_that_never_reads_is_dropped(
+    admin_password: str,
+) -> None:
+    config = ServerConfig(
+        admin_password=admin_password, ws_queue_size=4, ws_close_timeout=0.3, online_delay=60
+    )
+    async with EmbeddedServer(config) as server, httpx.AsyncClient(base_url=server.url) as http:
+        admin = await login(http, "admin", admin_password)
+        stuck = await websockets.connect(
+            f"{server.ws_url}?token={admin.token}", sock=small_socket(server.port), max_queue=1
+        )
+        try:
+            async with watch(server, admin.token) as fast:
+                sent = 0
+                while server.connected_clients() == 2:
+                    await server.broadcast_raw(FRAME)
+                    sent += 1
+                    await asyncio.sleep(0.002)
+                    assert sent < 5000, "the stuck client was never dropped"
+                for _ in range(sent):
+                    assert (await fast.next())["type"] == "bulk"
+        finally:
+            stuck.transport.abort()  # it is dead already: no closing handshake to wait for
