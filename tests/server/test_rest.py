@@ -72,6 +72,9 @@ async def test_register_then_username_taken(http: httpx.AsyncClient, admin: User
     assert body["username"] == "bob" and body["id"] > 2**50
     taken = await http.post("/api/users/register", json={"username": "bob", "password": "x"})
     assert_error(taken, 400)
+    look_alike = await http.post("/api/users/register", json={"username": "BOB", "password": "x"})
+    assert_error(look_alike, 400)  # unique regardless of case
+    assert (await login(http, "Bob", "pw1")).name == "Bob"
     users = decode((await admin.get("/api/users")).content, list[FullUser])
     assert {u.username for u in users} == {"admin", "bob"}
     bob = decode((await admin.get(f"/api/users/{body['id']}")).content, FullUser)
