@@ -26,6 +26,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from concordctl.server.store import MAX_ID
+
 __all__ = [
     "ISSUER",
     "LoginLimiter",
@@ -175,7 +177,8 @@ class TokenSigner:
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise TokenError(type(exc).__name__) from None
         user_id, sub = claims.get("id"), claims.get("sub")
-        if type(user_id) is not int or not isinstance(sub, str):
+        # An id outside SQLite's integer range would overflow the user lookup.
+        if type(user_id) is not int or not 0 < user_id <= MAX_ID or not isinstance(sub, str):
             raise TokenError("bad claims")
         return TokenClaims(sub, user_id, float(claims["iat"]), float(claims["exp"]))
 

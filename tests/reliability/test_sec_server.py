@@ -236,11 +236,6 @@ async def test_forged_expired_and_wrong_issuer_tokens_get_401(
     assert expired not in out + err and "Traceback" not in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: a token signed with the server's own key whose id claim is beyond 64 bits "
-    "makes the user lookup raise OverflowError (SQLite): 500 instead of 401 (owner: server)",
-)
 async def test_token_with_an_id_beyond_64_bits_gets_401(
     file_server: EmbeddedServer,
 ) -> None:
