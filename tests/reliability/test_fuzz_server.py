@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -596,3 +597,55 @@ def test_websocket_handshake_with_bad_tokens_gets_401(target: Target, query: str
     )
     assert response.status in (401, 431, 414), response
     _healthy(target)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET /api/self HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+        b"GET /api/self HTTP/1.1\r\nHost: x\r\n" + b"X-H: 1\r\n" * 5000 + b"\r\n",
+        b"POST /api/tokens HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nxx\r\n",
+        b"POST /api/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /api/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"GET /api/self HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n",
+        b"GET /api/self\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # a TLS hello
+    ],
+    ids=lambda b: b[:24].decode("latin-1"),
+)
+def test_malformed_http_gets_4xx_or_a_close(target: Target, raw: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", int(target.url.rsplit(":", 1)[1])), 10) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    if data:
+        status = int(data.split(b" ", 2)[1])
+        assert 400 <= status < 500, data[:200]
+    _healthy(target)
+
+
+def test_half_sent_requests_do_not_block_anyone(target: Target) -> None:
+    # Slow or stalled clients (a slowloris) hold sockets, not the server.
+    port = int(target.url.rsplit(":", 1)[1])
+    stalled = []
+    try:
+        for i in range(60):
+            sock = socket.create_connection(("127.0.0.1", port), 10)
+            part = b"POST /api/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+            sock.sendall(part if i % 2 else b"GET /api/self HTTP/1.1\r\nHost: x\r\n")
+            stalled.append(sock)
+        start = time.monotonic()
+        _healthy(target)
+        with connect(target.ws_url + target.token, open_timeout=10) as ws:
+            ws.send(json.dumps({"type": "chat_typing", "channelId": target.channel_id}))
+        assert time.monotonic() - start < 10
+    finally:
+        for sock in stalled:
+            sock.close()
