@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from faultproxy import FaultProxy
-from streamcheck import Collector, Sender, assert_exactly_once_in_order
+from streamcheck import Collector, Sender, assert_exactly_once_in_order, poll_until
 from test_fault_stream import FAST
 
 from concordctl import Client
@@ -111,3 +111,62 @@ async def test_clients_recover_everything_while_the_network_keeps_failing(
         assert min(reconnects) >= 2, f"the faults did not bite: {reconnects}"
     for s in senders:
         await s.aclose()
+
+
+async def test_bot_handles_every_command_once_while_the_network_keeps_failing(
+    server: EmbeddedServer, proxy: FaultProxy, admin_password: str
+) -> None:
+    import httpx
+
+    from concordctl import Bot
+
+    rng = random.Random(int(os.environ.get("RELIABILITY_SEED", "6")))
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        registered = await http.post(
+            "/api/users/register", json={"username": "stressbot", "password": "stressbot-pw-1"}
+        )
+        registered.raise_for_status()
+    sender = await Sender.login(server.url, "admin", admin_password, "general")
+    bot = Bot(prefix="!", watchdog=None, send_rate=1000, send_burst=1000)
+    handled: list[int] = []
+
+    @bot.command("echo")
+    async def echo(ctx: object) -> None:
+        handled.append(int(ctx.args[0]))  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):  # a reply cut mid-POST is the network's loss
+            await ctx.reply(f"echoed {ctx.args[0]}")  # type: ignore[attr-defined]
+
+    client = Client(
+        proxy.url,
+        username="stressbot",
+        password="stressbot-pw-1",
+        config_path="/nonexistent",
+        timeout=2.0,
+        stream_options=FAST | {"bad_frame_interval": 0.05},
+    )
+    async with client:
+        task = asyncio.create_task(bot.serve(client))
+        async with asyncio.timeout(15):
+            await bot.wait_ready()
+        commands = 0
+        stop_at = asyncio.get_running_loop().time() + SECONDS
+        while asyncio.get_running_loop().time() < stop_at:
+            await sender.send(f"!echo {commands}")
+            commands += 1
+            if rng.random() < 0.08:
+                await proxy.cut()
+            elif rng.random() < 0.04:
+                proxy.corrupt_bytes(rng.randint(1, 8))
+            await asyncio.sleep(rng.uniform(0, 0.03))
+        await poll_until(lambda: len(set(handled)) >= commands, 30, "every command handled")
+        await asyncio.sleep(0.5)
+        bot.stop()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(15):
+                await task
+    await sender.aclose()
+    assert handled == list(range(commands)), "a command was handled twice, skipped or reordered"
+    async with httpx.AsyncClient(base_url=server.url, headers=sender.http.headers) as http:
+        replies = (await http.get("/api/chats", params={"query": "echoed", "size": 1000})).json()
+    contents = [r["content"] for r in replies]
+    assert len(contents) == len(set(contents)), "a command was answered twice"
