@@ -20,14 +20,17 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from concordctl import protocol as p
 from concordctl.backoff import Backoff
 from concordctl.config import Settings, resolve_settings, ssl_context
 from concordctl.errors import NotAuthenticated, NotFound, Unreachable, UsageError, redact_url
-from concordctl.rest import RestClient
 from concordctl.stream import EventStream, StreamState
+from concordctl.tokens import token_is_fresh
+
+if TYPE_CHECKING:  # pragma: no cover
+    from concordctl.rest import RestClient
 
 __all__ = ["Client", "StreamState", "flatten_channels"]
 
@@ -78,6 +81,10 @@ class Client:
 
     Use as ``async with Client(...) as c``; leaving the block closes the
     connection pool and every event stream it opened.
+
+    The REST client (``c.rest``) is made by the first call that needs it: a
+    stream that already has a fresh token (``tail`` with ``CONCORD_TOKEN``)
+    never imports httpx, which is most of a command's start-up.
     """
 
     def __init__(
@@ -109,18 +116,10 @@ class Client:
                 timeout=timeout,
             )
         self.settings = settings
-        self._ssl = ssl_context(settings)
-        self.rest = RestClient(
-            settings.base_url,
-            username=settings.username,
-            password=settings.password,
-            token=settings.token,
-            timeout=settings.timeout,
-            # Plain http: nothing to verify, and loading the CA bundle costs ~90 ms.
-            # Redirects are not followed, so no request can reach https unverified.
-            verify=self._ssl if self._ssl is not None else False,
-            max_retries=max_retries,
-        )
+        self._ssl = ssl_context(settings)  # also checks the server URL, now
+        self._max_retries = max_retries
+        self._rest: RestClient | None = None
+        self._closed = False
         self.stream_options: dict[str, Any] = dict(stream_options or {})
         self._streams: list[EventStream] = []
         self._channel_names: dict[int, str] = {}
@@ -134,11 +133,44 @@ class Client:
             f"username={self.settings.username!r}, token={'***' if self.token else None})"
         )
 
+    @property
+    def rest(self) -> RestClient:
+        """The REST client (one connection pool), made on first use."""
+        if self._rest is None:
+            if self._closed:
+                raise RuntimeError("the client is closed")
+            from concordctl.rest import RestClient
+
+            settings = self.settings
+            self._rest = RestClient(
+                settings.base_url,
+                username=settings.username,
+                password=settings.password,
+                token=settings.token,
+                timeout=settings.timeout,
+                # Plain http: nothing to verify, and loading the CA bundle costs ~90 ms.
+                # Redirects are not followed, so no request can reach https unverified.
+                verify=self._ssl if self._ssl is not None else False,
+                max_retries=self._max_retries,
+            )
+        return self._rest
+
+    @rest.setter
+    def rest(self, rest: RestClient) -> None:
+        self._rest = rest
+
+    @property
+    def _has_credentials(self) -> bool:
+        """Whether a username and password are there to log in (again) with."""
+        if self._rest is not None:
+            return self._rest.has_credentials
+        return bool(self.settings.username and self.settings.password)
+
     async def __aenter__(self) -> Client:
         # Log in now, so that c.token is set and a first stream connects at
         # once. Bad credentials are not fatal here: register() needs none, and
         # the first call that needs a token raises NotAuthenticated anyway.
-        if self.rest.has_credentials and self.rest.token is None:
+        if self._has_credentials and self.token is None:
             try:
                 await self.login()
             except NotAuthenticated as exc:
@@ -152,11 +184,29 @@ class Client:
         streams, self._streams = self._streams, []
         for stream in streams:
             await stream.aclose()
-        await self.rest.aclose()
+        self._closed = True
+        if self._rest is not None:
+            await self._rest.aclose()
 
     @property
     def token(self) -> str | None:
-        return self.rest.token
+        return self._rest.token if self._rest is not None else self.settings.token
+
+    async def _stream_token(self) -> str:
+        """The token for a websocket handshake.
+
+        A token given in the settings that is not due for renewal is used as
+        it is, without making the REST client; anything else (none yet, due
+        for renewal, already renewed) is the REST client's business.
+        """
+        if self._rest is None:
+            token = self.settings.token
+            if token is not None and token_is_fresh(token):
+                return token
+        return await self.rest.ensure_token()
+
+    async def _renew_token(self, stale: str) -> str:
+        return await self.rest.renew_token(stale)
 
     # ------------------------------------------------------------------
     # Accounts
@@ -412,23 +462,26 @@ class Client:
             async def resolve() -> Sequence[int] | None:
                 return [await self.channel_id(ref) for ref in refs]
 
-        rest = self.rest
-
         async def fetch(
             *, channel_id: int | None, after: int, page: int, size: int
         ) -> list[p.Chat]:
-            return await rest.search_chats(channel_id=channel_id, after=after, page=page, size=size)
+            return await self.rest.search_chats(
+                channel_id=channel_id, after=after, page=page, size=size
+            )
+
+        async def get_chat(chat_id: int) -> p.Chat:
+            return await self.rest.chat(chat_id)
 
         opts = {**self.stream_options, **options}
         if "backoff" in opts and isinstance(opts["backoff"], dict):
             opts["backoff"] = Backoff(**opts["backoff"])
         stream = EventStream(
             self.settings.ws_url,
-            get_token=rest.ensure_token,
-            renew_token=rest.renew_token,
-            can_renew=lambda: rest.has_credentials,
+            get_token=self._stream_token,
+            renew_token=self._renew_token,
+            can_renew=lambda: self._has_credentials,
             fetch_chats=fetch,
-            get_chat=rest.chat,
+            get_chat=get_chat,
             resolve_channels=resolve,
             on_dead_connection=self._reset_rest,
             since=since,
@@ -442,7 +495,8 @@ class Client:
         return stream
 
     async def _reset_rest(self) -> None:
-        self.rest.reset_connections()
+        if self._rest is not None:  # no pool yet: nothing to reset
+            self._rest.reset_connections()
 
     # Client frames: over the newest open stream, else over a short connection.
 
@@ -456,9 +510,9 @@ class Client:
                     continue
         stream = EventStream(
             self.settings.ws_url,
-            get_token=self.rest.ensure_token,
-            renew_token=self.rest.renew_token,
-            can_renew=lambda: self.rest.has_credentials,
+            get_token=self._stream_token,
+            renew_token=self._renew_token,
+            can_renew=lambda: self._has_credentials,
             ssl=self._ssl,
         )
         ws = await stream.connect_once()

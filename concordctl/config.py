@@ -27,16 +27,12 @@ import logging
 import os
 import ssl
 import stat
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-import platformdirs
-import tomli_w
 
 from concordctl.errors import UsageError, redact_url
 
@@ -144,6 +140,10 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     override = env.get(ENV_CONFIG)
     if override:
         return Path(override).expanduser()
+    # Imported here: every command resolves settings, few need this lookup
+    # (CI sets CONCORD_CONFIG or passes everything in the environment).
+    import platformdirs
+
     return platformdirs.user_config_path("concordctl") / "config.toml"
 
 
@@ -188,6 +188,11 @@ def load_profile(name: str | None = None, path: Path | None = None) -> dict[str,
 
 
 def _write_atomically(path: Path, data: Mapping[str, Any]) -> None:
+    # Only login and logout write: reading commands do not import these.
+    import tempfile
+
+    import tomli_w
+
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     encoded = tomli_w.dumps(dict(data)).encode()
     # mkstemp creates the file with mode 0600, so the secret is never readable

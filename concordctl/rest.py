@@ -27,17 +27,12 @@ chat is never sent twice by a blind retry.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import email.utils
-import json
 import logging
 import ssl
 import time
 from collections.abc import Mapping
-from typing import Any, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from concordctl import protocol as p
 from concordctl.backoff import Backoff
@@ -54,6 +49,13 @@ from concordctl.errors import (
     Unreachable,
     redact_url,
 )
+from concordctl.tokens import renew_margin, token_expiry
+
+if TYPE_CHECKING:  # pragma: no cover
+    # httpx (and httpcore, which its client pulls in) costs tens of ms to
+    # import: it is imported by the first request, not by ``import
+    # concordctl.rest``, so a stream that already has a token never pays.
+    import httpx
 
 __all__ = ["RestClient", "error_for_response", "parse_retry_after", "token_expiry"]
 
@@ -64,27 +66,6 @@ _RETRY_STATUS = frozenset((502, 503, 504, 429))
 _SAFE_METHODS = frozenset(("GET", "PATCH", "DELETE"))
 # A Retry-After longer than this is not waited for: the caller gets RateLimited.
 _MAX_RETRY_AFTER = 30.0
-
-
-def token_expiry(token: str) -> tuple[float | None, float | None]:
-    """``(exp, iat)`` of a JWT in epoch seconds, read without verifying it.
-
-    The client only uses them to renew early; the server still checks the
-    signature. Anything unreadable gives ``(None, None)``.
-    """
-    try:
-        payload = token.split(".")[1]
-        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        claims = json.loads(raw)
-    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
-        return None, None
-    if not isinstance(claims, dict):
-        return None, None
-    exp, iat = claims.get("exp"), claims.get("iat")
-    return (
-        float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None,
-        float(iat) if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None,
-    )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -183,8 +164,8 @@ def _is_tls_failure(exc: BaseException) -> bool:
 class RestClient:
     """One method per REST endpoint of the contract, returning protocol models.
 
-    Owns one ``httpx.AsyncClient`` (one connection pool); close it with
-    :meth:`aclose` or ``async with``.
+    Owns one ``httpx.AsyncClient`` (one connection pool), created by the
+    first request; close it with :meth:`aclose` or ``async with``.
     """
 
     def __init__(
@@ -212,7 +193,8 @@ class RestClient:
         self._timeout = timeout
         self._verify = verify
         self._transport = transport
-        self._http = self._make_http()
+        self._http_client: httpx.AsyncClient | None = None
+        self._closed = False
         self._retired: set[asyncio.Task[None]] = set()
         if token:
             self._set_token(token)
@@ -234,9 +216,24 @@ class RestClient:
         for task in retired:
             task.cancel()
         await asyncio.gather(*retired, return_exceptions=True)
-        await self._http.aclose()
+        self._closed = True
+        http, self._http_client = self._http_client, None
+        if http is not None:
+            await http.aclose()
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """The connection pool, made on first use (see the import note above)."""
+        if self._http_client is None:
+            if self._closed:
+                # As httpx says of a closed client: a new pool now would never be closed.
+                raise RuntimeError("the REST client is closed")
+            self._http_client = self._make_http()
+        return self._http_client
 
     def _make_http(self) -> httpx.AsyncClient:
+        import httpx
+
         return httpx.AsyncClient(
             base_url=self.base_url + "/api",
             timeout=httpx.Timeout(self._timeout),
@@ -254,7 +251,9 @@ class RestClient:
         """
         if self._transport is not None:
             return  # a caller-provided transport (tests) is not ours to replace
-        old, self._http = self._http, self._make_http()
+        old, self._http_client = self._http_client, None
+        if old is None:
+            return  # no pool yet: the next request makes a fresh one anyway
 
         async def retire() -> None:
             try:
@@ -283,9 +282,7 @@ class RestClient:
         exp, iat = token_expiry(token)
         self._expires_at = exp
         if exp is not None:
-            lifetime = exp - (iat if iat is not None else time.time())
-            # Renew a minute early, or a fifth of the lifetime for short tokens.
-            self._renew_before = max(0.0, min(60.0, lifetime / 5))
+            self._renew_before = renew_margin(exp, iat)
 
     def token_needs_renewal(self, now: float | None = None) -> bool:
         if self._expires_at is None:
@@ -430,6 +427,8 @@ class RestClient:
         idempotent: bool,
         bearer: str | None = None,
     ) -> httpx.Response:
+        import httpx  # already loaded by self._http; a dict lookup from here on
+
         body = p.encode(json) if json is not None else content
         hdrs = dict(headers or {})
         if json is not None:

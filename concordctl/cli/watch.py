@@ -23,6 +23,7 @@ from concordctl.cli.options import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from concordctl.cli.checkpoint import Checkpoint
     from concordctl.cli.render import Names
     from concordctl.client import Client
     from concordctl.protocol import Chat, Event
@@ -189,7 +190,6 @@ async def _tail(
 ) -> None:
     from contextlib import aclosing
 
-    from concordctl.cli.checkpoint import Checkpoint
     from concordctl.cli.render import StatusReporter
     from concordctl.errors import TimedOut
     from concordctl.protocol import ChatSent, Gap
@@ -202,7 +202,11 @@ async def _tail(
         async with client as c:
             channel_ids = [(await c.channel(channel_ref(ch))).id for ch in channels]
             in_scope = frozenset(channel_ids)
-            ckpt = Checkpoint.load(checkpoint_path) if checkpoint_path is not None else None
+            ckpt: Checkpoint | None = None
+            if checkpoint_path is not None:
+                from concordctl.cli.checkpoint import Checkpoint
+
+                ckpt = Checkpoint.load(checkpoint_path)
             printer = _Printer(c, json)
             since = ckpt.chat_id if ckpt is not None else None
             # A cursor taken from the backfill only bridges the moment between

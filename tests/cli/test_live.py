@@ -330,6 +330,39 @@ def test_commands_import_only_what_they_need(
     assert proc.returncode == 0, proc.stderr
 
 
+def test_tail_with_a_token_never_imports_the_http_stack(
+    alice: Account, bob: Account, general: int
+) -> None:
+    # The stream needs no REST call here (no names, no cursor, a fresh
+    # token), so the REST client and httpx, most of tail's start-up, are
+    # never made or imported.
+    absent = ("httpx", "httpcore", "concordctl.rest", "rich", "concordctl.server")
+    code = (
+        "import sys\n"
+        "from concordctl.cli.app import run\n"
+        "assert run(['tail', '--json', '--type', 'chat_sent', '--count', '1']) == 0\n"
+        f"loaded = [m for m in {absent!r} if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={**os.environ, **bob.env, "CONCORD_CONFIG": os.devnull},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_online(alice, bob.id)
+        chat = send(alice, general, "no http stack")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["chat"]["id"] == chat["id"]
+
+
 def test_debug_logs_never_show_the_token(spawn: Spawn, alice: Account, general: int) -> None:
     send(alice, general, "before")
     tail = spawn("--debug", "tail", "general", "--backfill", "1", "--timeout", "1", env=alice.env)

@@ -242,6 +242,21 @@ def test_token_expiry_reads_exp_without_verifying() -> None:
     assert token_expiry("a." + base64.urlsafe_b64encode(b"[1]").decode() + ".c") == (None, None)
 
 
+def test_token_is_fresh_until_its_renewal_margin() -> None:
+    from concordctl.tokens import token_is_fresh
+
+    payload = base64.urlsafe_b64encode(json.dumps({"exp": 2000, "iat": 1000}).encode())
+    token = "e30." + payload.decode().rstrip("=") + ".sig"
+    assert token_is_fresh(token, now=1500.0)
+    assert not token_is_fresh(token, now=1941.0)  # within the last minute
+    assert not token_is_fresh(token, now=2500.0)
+    short = base64.urlsafe_b64encode(json.dumps({"exp": 1010, "iat": 1000}).encode())
+    short_token = "e30." + short.decode().rstrip("=") + ".sig"
+    assert token_is_fresh(short_token, now=1007.0)
+    assert not token_is_fresh(short_token, now=1008.5)  # a fifth of a 10 s life
+    assert token_is_fresh("no-exp-here")  # nothing to go by: the server will say
+
+
 # --------------------------------------------------------------------------
 # What only a stub can produce
 # --------------------------------------------------------------------------
