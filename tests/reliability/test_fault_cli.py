@@ -333,3 +333,39 @@ async def test_tail_checkpoint_never_runs_ahead_of_its_output(
         tail.proc.terminate()
         await tail.finish()
     assert not ahead, f"checkpoint ahead of stdout at {len(ahead)} of 8 moments"
+
+
+async def test_wait_gate_sees_an_approval_sent_during_an_outage(
+    server: EmbeddedServer, proxy: FaultProxy, sender: Sender, tmp_path: Path
+) -> None:
+    # The CI gate must not miss the one chat it waits for because the
+    # network was down at that moment: it would hang until its timeout.
+    env = cli_env(tmp_path, _token(sender))
+    before = server.connected_clients()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "concordctl",
+        "wait",
+        "general",
+        "--match",
+        "^approve",
+        "--timeout",
+        "30",
+        "--json",
+        "--server",
+        proxy.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    await poll_until(lambda: server.connected_clients() > before, 20, "wait connected")
+    await sender.send("not yet")
+    await proxy.refuse(1.0)
+    await proxy.cut()
+    approval = await sender.send("approve: ship it")
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 0, err.decode()
+    printed = json.loads(out)
+    assert printed.get("chat", printed)["id"] == approval.id, printed
+    assert _token(sender) not in out.decode() + err.decode()
