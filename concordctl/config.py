@@ -16,8 +16,12 @@ a crash never leaves half a file and no other user can read a token::
     username = "deploy-bot"
     token = "eyJ..."
 
-A password is never written to the file: ``concordctl login`` stores the
-token it obtained. Reading a file that others can read logs a warning.
+``concordctl login`` stores the token it obtained, not the password, unless
+asked to with ``--save-password`` (``save_profile(..., password=...)``): then
+the profile also has a ``password``, so that a command finding the token
+expired or gone logs in again by itself. It is used only with the server and
+user name of the same profile, never sent to a server or as a user given
+elsewhere. Reading a file that others can read logs a warning.
 """
 
 from __future__ import annotations
@@ -165,7 +169,8 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
     if stat.S_ISREG(mode) and mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning(
-            "config file %s has mode %o: other users can read its tokens; run: chmod 600 %s",
+            "config file %s has mode %o: other users can read its tokens and saved "
+            "passwords; run: chmod 600 %s",
             path,
             stat.S_IMODE(mode),
             path,
@@ -220,11 +225,10 @@ def save_profile(
 ) -> Path:
     """Merge ``values`` into profile ``name`` (a None value removes the key).
 
-    ``password`` is refused: the file stores tokens, never passwords.
+    A ``password`` is stored only because the caller passed one (``login
+    --save-password``); like everything here it lands in a file created 0600.
     Returns the path written.
     """
-    if "password" in values:
-        raise UsageError("refusing to store a password in the config file")
     path = default_config_path() if path is None else Path(path)
     data = load_config(path)
     name = name or str(data.get("default_profile") or DEFAULT_PROFILE)
@@ -259,6 +263,14 @@ def delete_profile(name: str | None = None, path: Path | None = None) -> bool:
     return True
 
 
+def _same_server(a: Any, b: Any) -> bool:
+    """Whether two server settings name the same server (``h:80/`` == ``http://h:80``)."""
+    try:
+        return normalize_server(str(a)) == normalize_server(str(b))
+    except UsageError:
+        return bool(a == b)
+
+
 def _pick(arg: Any, env_value: str | None, file_value: Any) -> tuple[Any, int]:
     if arg is not None:
         return arg, _ARG
@@ -287,6 +299,8 @@ def resolve_settings(
     A token from a lower level than the server or the credentials is dropped
     when it cannot belong to them (a profile's token for another server or
     another user), so ``--server X --username Y`` never sends a stale token.
+    A password saved in the profile is used only with that profile's own
+    server and user name: never sent to another server or as another user.
     """
     env = os.environ if env is None else env
     path = Path(config_path).expanduser() if config_path else default_config_path(env)
@@ -301,16 +315,24 @@ def resolve_settings(
 
     srv, srv_lvl = _pick(server, env.get(ENV_SERVER), prof.get("server"))
     user, user_lvl = _pick(username, env.get(ENV_USERNAME), prof.get("username"))
-    pw, pw_lvl = _pick(password, env.get(ENV_PASSWORD), None)
+    pw, pw_lvl = _pick(password, env.get(ENV_PASSWORD), prof.get("password"))
     tok, tok_lvl = _pick(token, env.get(ENV_TOKEN), prof.get("token"))
     ca, _ = _pick(ca_cert, env.get(ENV_CA_CERT), prof.get("ca_cert"))
 
-    if tok is not None and tok_lvl == _FILE:
-        other_server = srv_lvl < _FILE and prof.get("server") not in (None, srv)
-        other_user = user_lvl < _FILE and prof.get("username") not in (None, user)
-        if other_server or other_user or pw_lvl < _FILE:
-            # Stale for these explicit settings: log in afresh instead.
-            tok, tok_lvl = None, _NONE
+    other_server = (
+        srv_lvl < _FILE
+        and prof.get("server") is not None
+        and not _same_server(prof.get("server"), srv)
+    )
+    other_user = user_lvl < _FILE and prof.get("username") not in (None, user)
+    # The profile's password belongs to the profile's user on the profile's
+    # server: it is never sent anywhere else.
+    own = bool(prof.get("username")) and bool(prof.get("server"))
+    if pw_lvl == _FILE and (other_server or other_user or not own):
+        pw, pw_lvl = None, _NONE
+    # A profile's token is stale for explicit other settings: log in afresh.
+    if tok_lvl == _FILE and (other_server or other_user or pw_lvl < _FILE):
+        tok, tok_lvl = None, _NONE
 
     if insecure is None:
         insecure = bool(prof.get("insecure", False))

@@ -37,6 +37,14 @@ def login(
     server: ServerOption = None,
     username: UsernameOption = None,
     password_stdin: PasswordStdinOption = False,
+    save_password: Annotated[
+        bool,
+        typer.Option(
+            "--save-password",
+            help="Also keep the password in the profile (the 0600 config file), so that "
+            "a command finding the token expired or gone logs in again by itself.",
+        ),
+    ] = False,
     profile: ProfileOption = None,
     ca_cert: CaCertOption = None,
     insecure: InsecureOption = False,
@@ -44,13 +52,15 @@ def login(
     """Log in and keep the server, user name and token in a profile.
 
     The password is read from stdin (--password-stdin), CONCORD_PASSWORD, or a
-    prompt; only the token is stored, never the password, in a 0600 file
-    (CONCORD_CONFIG overrides its path).
+    prompt; only the token is stored in the profile, a 0600 file
+    (CONCORD_CONFIG overrides its path), not the password unless
+    --save-password is given. A login without it removes a saved password.
 
     \b
     Examples:
       concordctl login --server http://127.0.0.1:8080 --username alice
       printf '%s\\n' "$PW" | concordctl login -s http://127.0.0.1:8080 -u ci --password-stdin
+      concordctl login -s http://127.0.0.1:8080 -u bot --save-password
     """
     from concordctl.cli.args import prompt_value, read_password
     from concordctl.config import resolve_settings, save_profile
@@ -73,16 +83,25 @@ def login(
             return c.settings.base_url, c.settings.profile, token
 
     base_url, profile_name, token = run_async(body())
-    path = save_profile(profile_name, server=base_url, username=user, token=token)
+    # Without the flag a password saved by an earlier login is removed (None):
+    # the file holds one only while the user keeps asking for it.
+    path = save_profile(
+        profile_name,
+        server=base_url,
+        username=user,
+        token=token,
+        password=password if save_password else None,
+    )
+    saved = "; the password is saved too" if save_password else ""
     print(
-        f"logged in to {base_url} as {user} (profile {profile_name!r}, saved in {path})",
+        f"logged in to {base_url} as {user} (profile {profile_name!r}, saved in {path}{saved})",
         file=sys.stderr,
     )
 
 
 @app.command()
 def logout(profile: ProfileOption = None) -> None:
-    """Forget the token of a profile.
+    """Forget the token (and a saved password) of a profile.
 
     The server and user name stay, so the next login only asks for the password.
 
@@ -94,11 +113,12 @@ def logout(profile: ProfileOption = None) -> None:
 
     name = resolve_settings(profile=profile).profile
     stored = load_profile(name)
-    if not stored.get("token"):
+    if not stored.get("token") and not stored.get("password"):
         print(f"concordctl: profile {name!r} was not logged in", file=sys.stderr)
         return
-    save_profile(name, token=None)
-    print(f"logged out (token removed from profile {name!r})", file=sys.stderr)
+    save_profile(name, token=None, password=None)
+    removed = "token and saved password" if stored.get("password") else "token"
+    print(f"logged out ({removed} removed from profile {name!r})", file=sys.stderr)
 
 
 @app.command()

@@ -68,6 +68,72 @@ def test_login_with_environment_password_and_named_profile(
     assert cli("whoami", env={"CONCORD_PROFILE": "work"}).code == 0
 
 
+def _expired_token() -> str:
+    """A JWT whose ``exp`` is long past (the client reads it without verifying)."""
+    import base64
+
+    claims = base64.urlsafe_b64encode(json.dumps({"sub": "x", "iat": 0, "exp": 1000}).encode())
+    return "eyJhbGciOiJIUzI1NiJ9." + claims.decode().rstrip("=") + ".c2ln"
+
+
+def test_login_save_password_keeps_it_in_the_0600_file_and_logs_in_again(
+    cli: Cli, alice: Account, general: int, cli_env: Path
+) -> None:
+    from concordctl.config import save_profile
+
+    login = ("login", "-s", alice.url, "-u", alice.name, "--password-stdin")
+    r = cli(*login, "--save-password", input=alice.password + "\n")
+    assert r.code == 0, r.err
+    assert "password is saved" in r.err  # and the cli fixture checks it is not shown
+    assert stat.S_IMODE(cli_env.stat().st_mode) == 0o600
+    profile = tomllib.loads(cli_env.read_text())["profiles"]["default"]
+    assert profile["password"] == alice.password and profile["token"]
+
+    # No token at all: the next command logs in with the saved password
+    # (--debug: the cli fixture checks no log line shows it).
+    save_profile("default", path=cli_env, token=None)
+    r = cli("--debug", "whoami")
+    assert r.code == 0, r.err
+    assert r.out.startswith(f"{alice.name} [{alice.id}]")
+    r = cli("send", str(general), "logged in again")  # the REST-only path too
+    assert r.code == 0, r.err
+    # An expired token, and one the server rejects: the same.
+    for stale in (_expired_token(), "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"):
+        save_profile("default", path=cli_env, token=stale)
+        r = cli("whoami")
+        assert r.code == 0, (stale, r.err)
+        r = cli("send", str(general), "again")
+        assert r.code == 0, (stale, r.err)
+    # ...but never as another user or to another server given explicitly.
+    save_profile("default", path=cli_env, token=None)
+    r = cli("whoami", env={"CONCORD_USERNAME": "someone-else"})
+    assert r.code == 3 and "not logged in" in r.err, r.err  # no login was tried
+    r = cli("whoami", "--server", "http://127.0.0.1:9")
+    assert r.code == 3 and "not logged in" in r.err, r.err  # not 6: nothing was sent
+
+    # logout removes the password with the token.
+    r = cli("logout")
+    assert r.code == 0 and "saved password" in r.err
+    profile = tomllib.loads(cli_env.read_text())["profiles"]["default"]
+    assert "password" not in profile and "token" not in profile
+    assert alice.password not in cli_env.read_text()
+    assert cli("whoami").code == 3
+
+
+def test_login_without_save_password_removes_a_saved_one(
+    cli: Cli, alice: Account, cli_env: Path
+) -> None:
+    login = ("login", "-s", alice.url, "-u", alice.name, "--password-stdin")
+    assert cli(*login, "--save-password", input=alice.password + "\n").code == 0
+    assert alice.password in cli_env.read_text()
+    r = cli(*login, input=alice.password + "\n")
+    assert r.code == 0, r.err
+    assert "password" not in r.err
+    assert alice.password not in cli_env.read_text()
+    assert "password" not in tomllib.loads(cli_env.read_text())["profiles"]["default"]
+    assert cli("whoami").code == 0  # the token still is there
+
+
 def test_login_refuses_bad_credentials_and_missing_password(cli: Cli, alice: Account) -> None:
     r = cli("login", "-s", alice.url, "-u", alice.name, "--password-stdin", input="wrong\n")
     assert r.code == 3

@@ -95,9 +95,38 @@ def test_wider_permissions_warn(cfg: Path, caplog: pytest.LogCaptureFixture) -> 
     assert not caplog.records
 
 
-def test_password_is_never_stored_and_profiles_can_be_deleted(cfg: Path) -> None:
-    with pytest.raises(UsageError):
-        save_profile("work", path=cfg, password="secret")
+def test_a_saved_password_is_0600_last_in_precedence_and_only_for_its_profile(
+    cfg: Path,
+) -> None:
+    assert "password" not in cfg.read_text()  # nothing stores one unless asked
+    save_profile("work", path=cfg, password="saved-pw-1")
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+    assert load_profile("work", cfg)["password"] == "saved-pw-1"
+    s = resolve_settings(config_path=cfg, env={})
+    assert (s.username, s.password, s.token) == ("bob", "saved-pw-1", TOKEN_A)
+    assert "saved-pw-1" not in repr(s) and "saved-pw-1" not in str(s)
+    # argument > environment > profile
+    assert resolve_settings(config_path=cfg, env={"CONCORD_PASSWORD": "e"}).password == "e"
+    s = resolve_settings(password="a", config_path=cfg, env={"CONCORD_PASSWORD": "e"})
+    assert s.password == "a"
+    # the profile's own server and user, however spelled: kept
+    same = resolve_settings("work.example:8080/", username="bob", config_path=cfg, env={})
+    assert (same.password, same.token) == ("saved-pw-1", TOKEN_A)
+    # never sent to another server or as another user
+    assert resolve_settings("http://other.example", config_path=cfg, env={}).password is None
+    assert resolve_settings(config_path=cfg, env={"CONCORD_SERVER": "http://o"}).password is None
+    assert resolve_settings(username="carol", config_path=cfg, env={}).password is None
+    assert resolve_settings(config_path=cfg, env={"CONCORD_USERNAME": "c"}).password is None
+    # a profile without its own server does not lend its password to one given
+    save_profile("bare", path=cfg, username="bob", password="bare-pw-1")
+    bare = resolve_settings("http://x.example", profile="bare", config_path=cfg, env={})
+    assert bare.password is None
+    save_profile("work", path=cfg, password=None)
+    assert "password" not in load_profile("work", cfg)
+    assert "saved-pw-1" not in cfg.read_text()
+
+
+def test_profiles_can_be_deleted(cfg: Path) -> None:
     assert delete_profile("work", cfg) is True
     assert delete_profile("work", cfg) is False
     assert load_profile("work", cfg) == {}
