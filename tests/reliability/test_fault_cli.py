@@ -62,11 +62,26 @@ def _token(sender: Sender) -> str:
     return str(sender.http.headers["Authorization"]).split(" ", 1)[1]
 
 
+_started: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def no_leftover_processes() -> AsyncIterator[None]:
+    """A test that fails half-way must not leave its tail running."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 class Tail:
     """A running ``concordctl tail --json``, its output collected as it comes."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
+        _started.append(proc)
         self.lines: list[dict[str, Any]] = []
         self.raw_out: list[str] = []
         self.stderr: list[tuple[float, str]] = []
@@ -211,6 +226,7 @@ async def _send(url: str, env: dict[str, str], *args: str) -> tuple[int, str, st
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
+    _started.append(proc)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode(), time.monotonic() - start
@@ -359,6 +375,7 @@ async def test_wait_gate_sees_an_approval_sent_during_an_outage(
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
+    _started.append(proc)
     await poll_until(lambda: server.connected_clients() > before, 20, "wait connected")
     await sender.send("not yet")
     await proxy.refuse(1.0)

@@ -22,13 +22,14 @@ from test_fault_cli import (
     _send,
     _token,
     cli_env,
+    no_leftover_processes,
     proxy,
     sender,
 )
 
 from concordctl.server import EmbeddedServer
 
-__all__ = ["proxy", "sender"]  # fixtures, shared with test_fault_cli
+__all__ = ["no_leftover_processes", "proxy", "sender"]  # fixtures of test_fault_cli
 
 
 async def test_tail_notices_a_silent_socket_within_its_keepalive_bound(
