@@ -5,6 +5,11 @@ replaced atomically (write a temporary file beside it, then ``os.replace``),
 so a tail killed at any moment leaves either the old or the new checkpoint,
 never half of one. A restarted tail passes ``chatId`` to the stream as its
 cursor, and the stream recovers every chat sent after it first.
+
+The file must never run ahead of the output: a chat named in it that never
+reached stdout is lost for good by a tail killed at that moment. So the tail
+notes each chat in memory (:meth:`note`) and writes the file (:meth:`commit`)
+only after the flush that carried its line: once per flush, not per event.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class Checkpoint:
     path: Path
     chat_id: int | None = None
     created_at: int | None = None
+    #: The chat noted last is not on disk yet.
+    dirty: bool = False
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
@@ -51,13 +58,27 @@ class Checkpoint:
             ) from None
         return cls(path, chat_id, created_at)
 
-    def advance(self, chat_id: int, created_at: int) -> None:
-        """Record ``chat_id`` if it is newer than the last one, on disk."""
+    def note(self, chat_id: int, created_at: int) -> bool:
+        """Record ``chat_id`` in memory if it is newer than the last one.
+
+        Returns whether it was; :meth:`commit` writes it once the output is out.
+        """
         if self.chat_id is not None and chat_id <= self.chat_id:
-            return
+            return False
         self.chat_id = chat_id
         self.created_at = created_at
-        self.save()
+        self.dirty = True
+        return True
+
+    def commit(self) -> None:
+        """Write the chat noted last, if it is not on disk yet."""
+        if self.dirty:
+            self.save()
+
+    def advance(self, chat_id: int, created_at: int) -> None:
+        """Record ``chat_id`` if it is newer than the last one, on disk at once."""
+        if self.note(chat_id, created_at):
+            self.save()
 
     def save(self) -> None:
         body = json.dumps({"chatId": self.chat_id, "createdAt": self.created_at})
@@ -70,7 +91,12 @@ class Checkpoint:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(body + "\n")
             os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise UsageError(f"--checkpoint: cannot write {self.path}: {exc.strerror}") from None
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        self.dirty = False

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -143,21 +143,32 @@ class EventWriter:
     the next event: a reader (``| jq``) sees each event as soon as it would
     with a flush per line, but a burst of 100,000 events costs a few dozen
     ``write`` calls instead of 100,000. :meth:`close` flushes what is left.
+
+    ``after_flush`` runs after every flush, once what was written is out of
+    the process: ``tail --checkpoint`` writes its checkpoint there, so the
+    file never names a chat whose line could still be lost with the process.
     """
 
     #: Flush early when this many bytes are pending, to bound memory.
     MAX_PENDING = 1 << 16
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        after_flush: Callable[[], object] | None = None,
+    ) -> None:
         text = stream if stream is not None else sys.stdout
         text.flush()
         self._buffer: IO[bytes] = getattr(text, "buffer")  # noqa: B009 (IO[str] hides it)
         self._pending: list[bytes] = []
         self._size = 0
         self._scheduled = False
-        # A failed write in a scheduled flush (the reader went away) is kept
-        # and raised by the next write, in the tail's own task.
-        self._error: OSError | None = None
+        self._after_flush = after_flush
+        # A failure in a scheduled flush (the reader went away, the checkpoint
+        # cannot be written) is kept and raised by the next write, in the
+        # tail's own task.
+        self._error: Exception | None = None
 
     def write(self, event: Event) -> None:
         # write_raw inlined: this runs once per event of `tail --json`.
@@ -181,6 +192,13 @@ class EventWriter:
         elif not self._scheduled:
             self._schedule()
 
+    def request_flush(self) -> None:
+        """Flush (and run ``after_flush``) when the loop next gets control."""
+        if self._error is not None:
+            raise self._error
+        if not self._scheduled:
+            self._schedule()
+
     def _schedule(self) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -193,21 +211,22 @@ class EventWriter:
     def _scheduled_flush(self) -> None:
         try:
             self.flush()
-        except OSError as exc:
+        except Exception as exc:
             self._error = exc
 
     def flush(self) -> None:
         self._scheduled = False
         if self._error is not None:
             raise self._error
-        if not self._pending:
-            return
-        self._pending.append(b"")
-        data = b"\n".join(self._pending)
-        self._pending.clear()
-        self._size = 0
-        self._buffer.write(data)
-        self._buffer.flush()
+        if self._pending:
+            self._pending.append(b"")
+            data = b"\n".join(self._pending)
+            self._pending.clear()
+            self._size = 0
+            self._buffer.write(data)
+            self._buffer.flush()
+        if self._after_flush is not None:
+            self._after_flush()
 
     close = flush
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -39,13 +40,15 @@ TimeoutOption = Annotated[
 class _Printer:
     """Prints events in the chosen mode: NDJSON, or rich lines with names."""
 
-    def __init__(self, client: Client, json: bool) -> None:
+    def __init__(
+        self, client: Client, json: bool, after_flush: Callable[[], object] | None = None
+    ) -> None:
         self._client = client
         self.json = json
         if json:
             from concordctl.cli.render import EventWriter
 
-            self.writer = EventWriter()
+            self.writer = EventWriter(after_flush=after_flush)
         else:
             from concordctl.cli.render import Names, stdout_console
 
@@ -207,7 +210,10 @@ async def _tail(
                 from concordctl.cli.checkpoint import Checkpoint
 
                 ckpt = Checkpoint.load(checkpoint_path)
-            printer = _Printer(c, json)
+            # The checkpoint is written only once the lines of its chats are
+            # out of the process: after each flush of the NDJSON writer, or
+            # at once in human mode, where rich flushes every line it prints.
+            printer = _Printer(c, json, after_flush=ckpt.commit if ckpt is not None else None)
             since = ckpt.chat_id if ckpt is not None else None
             # A cursor taken from the backfill only bridges the moment between
             # the backfill and the connection: its gap marker says nothing.
@@ -237,6 +243,11 @@ async def _tail(
             # calls when there are no filters.
             write = printer.writer.write if printer.json else None
             unfiltered = not wanted and regex is None
+            commit: Callable[[], None] | None = None
+            if ckpt is not None:
+                # A flush even when the chat printed nothing (filtered out),
+                # so that the checkpoint still moves past it.
+                commit = printer.writer.request_flush if printer.json else ckpt.commit
             stream = c.events(since=since, channels=channel_ids or None, on_state=reporter)
             try:
                 async with aclosing(stream) as events:
@@ -255,8 +266,10 @@ async def _tail(
                             else:
                                 await printer.print(event)
                             seen += 1
-                        if ckpt is not None and type(event) is ChatSent:
-                            ckpt.advance(event.chat.id, event.chat.created_at)
+                        if commit is not None and type(event) is ChatSent:
+                            assert ckpt is not None
+                            if ckpt.note(event.chat.id, event.chat.created_at):
+                                commit()
                         if count is not None and seen >= count:
                             return
             finally:

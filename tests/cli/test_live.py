@@ -116,6 +116,28 @@ def test_tail_checkpoint_prints_what_it_missed_once(
     assert not [line for line in result.lines() if '"chat_sent"' in line]  # once only
 
 
+def test_tail_checkpoint_moves_past_filtered_chats_while_running(
+    spawn: Spawn, alice: Account, bob: Account, general: int, tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "tail.ckpt"
+    tail = spawn("tail", "general", "--json", "--match", "^keep", "--checkpoint", str(ckpt),
+                 env=bob.env)  # fmt: skip
+    wait_online(alice, bob.id)
+    keep = send(alice, general, "keep this")
+    assert json.loads(tail.readline())["chat"]["id"] == keep["id"]
+    skip = send(alice, general, "skip this")  # printed nowhere, yet seen
+    deadline = time.monotonic() + 10
+    saved = None
+    while time.monotonic() < deadline:
+        saved = json.loads(ckpt.read_text())["chatId"] if ckpt.exists() else None
+        if saved == skip["id"]:
+            break
+        time.sleep(0.05)
+    assert saved == skip["id"], "the checkpoint did not move past a filtered chat"
+    tail.popen.send_signal(signal.SIGINT)
+    assert tail.finish().code == 130
+
+
 def test_tail_survives_a_server_restart_with_a_gap_marker(
     spawn: Spawn, server_thread: ServerThread, alice: Account, bob: Account, general: int
 ) -> None:

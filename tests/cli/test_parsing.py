@@ -117,6 +117,21 @@ def test_checkpoint_is_written_atomically_and_only_forward(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.iterdir()] == ["tail.ckpt"]  # no temporary left
 
 
+def test_checkpoint_notes_in_memory_and_commits_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "tail.ckpt"
+    ckpt = Checkpoint.load(path)
+    ckpt.commit()  # nothing noted: nothing written
+    assert not path.exists()
+    assert ckpt.note(100, 1_000) and ckpt.note(101, 1_001)
+    assert not ckpt.note(99, 999)
+    assert not path.exists()  # the tail's output may not be out yet
+    ckpt.commit()
+    assert json.loads(path.read_text()) == {"chatId": 101, "createdAt": 1_001}
+    inode = path.stat().st_ino
+    ckpt.commit()  # nothing new: not rewritten
+    assert path.stat().st_ino == inode
+
+
 @pytest.mark.parametrize("body", ["", "{", "[]", '{"chatId": "1"}', '{"chatId": -1}', "{}"])
 def test_checkpoint_refuses_a_foreign_file(tmp_path: Path, body: str) -> None:
     path = tmp_path / "ckpt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -118,6 +119,37 @@ def test_json_lines_are_the_wire_json(capsysbinary: pytest.CaptureFixture[bytes]
     assert json.loads(out[1])["recovered"] is True
     assert json.loads(out[1])["chat"]["id"] == BIG
     assert json.loads(out[2]) == {"type": "concordctl.gap", "since": 1, "until": 2}
+
+
+async def test_event_writer_runs_after_flush_once_the_lines_are_out() -> None:
+    # tail --checkpoint writes its checkpoint in after_flush: it must never
+    # run before the lines it covers have left the writer.
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    seen: list[int] = []
+    writer = EventWriter(out, after_flush=lambda: seen.append(raw.getvalue().count(b"\n")))
+    for _ in range(3):
+        writer.write(Gap(since=1, until=2))
+    assert seen == [] and raw.getvalue() == b""  # batched until the loop gets control
+    await asyncio.sleep(0)
+    assert seen == [3]  # one flush, one after_flush, after all three lines
+    writer.request_flush()  # nothing pending (a filtered chat): after_flush all the same
+    await asyncio.sleep(0)
+    assert seen == [3, 3]
+    writer.close()
+    assert seen == [3, 3, 3]
+
+
+async def test_a_failing_after_flush_surfaces_in_the_next_write() -> None:
+    def fail() -> None:
+        raise OSError(28, "No space left on device")
+
+    out = io.TextIOWrapper(io.BytesIO())  # kept: a collected wrapper closes its buffer
+    writer = EventWriter(out, after_flush=fail)
+    writer.write(Gap(since=1, until=2))
+    await asyncio.sleep(0)  # the scheduled flush fails: kept, not lost in the loop
+    with pytest.raises(OSError, match="No space"):
+        writer.write(Gap(since=1, until=2))
 
 
 def test_color_off_with_no_color_or_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -274,15 +274,6 @@ async def test_send_cut_mid_response_exits_6_and_never_double_posts(
     assert len([c for c in response.json() if c["content"].startswith("keyed")]) == 1
 
 
-CHECKPOINT_AHEAD = (
-    "cli: tail --checkpoint saves the checkpoint as soon as a line is handed to the "
-    "EventWriter, which flushes stdout later (next loop turn); a tail killed in between "
-    "has a checkpoint ahead of its output and the restarted tail never prints that chat "
-    "(owner: cli/watch.py, cli/render.py: flush before advancing the checkpoint)"
-)
-
-
-@pytest.mark.xfail(strict=False, reason=CHECKPOINT_AHEAD + "; timing-dependent here")
 async def test_tail_killed_mid_stream_resumes_from_its_checkpoint(
     server: EmbeddedServer, proxy: FaultProxy, sender: Sender, tmp_path: Path
 ) -> None:
@@ -308,7 +299,6 @@ async def test_tail_killed_mid_stream_resumes_from_its_checkpoint(
     assert len(overlap) <= 1, f"{len(overlap)} chats printed by both runs"
 
 
-@pytest.mark.xfail(strict=True, reason=CHECKPOINT_AHEAD)
 async def test_tail_checkpoint_never_runs_ahead_of_its_output(
     server: EmbeddedServer, proxy: FaultProxy, sender: Sender, tmp_path: Path
 ) -> None:
