@@ -15,6 +15,21 @@ import httpx
 
 from concordctl import protocol as p
 
+# Fast keepalive and backoff, so that a test waits seconds, not minutes. The
+# bound asserted for a dead socket is derived from these.
+PING_INTERVAL = 0.5
+PING_TIMEOUT = 0.5
+FAST = {
+    "ping_interval": PING_INTERVAL,
+    "ping_timeout": PING_TIMEOUT,
+    "open_timeout": 1.0,
+    "backoff": {"base": 0.05, "cap": 0.5},
+}
+DEAD_SOCKET_BOUND = PING_INTERVAL + PING_TIMEOUT + 2.0  # + scheduling slack
+# REST calls of the recovery may meet a dead pooled connection too: they are
+# bounded by the client's timeout (then retried on a new connection).
+REST_TIMEOUT = 2.0
+
 
 class Sender:
     """Posts chats straight to the server (not through the proxy), in order."""

@@ -16,25 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from faultproxy import FaultProxy
-from streamcheck import Sender, poll_until
-from test_fault_stream import DEAD_SOCKET_BOUND, FAST, REST_TIMEOUT
+from streamcheck import DEAD_SOCKET_BOUND, FAST, REST_TIMEOUT, Sender, poll_until
 
 from concordctl import Bot, ChatSent, Client
 from concordctl.server import EmbeddedServer
-
-
-@pytest.fixture
-async def proxy(server: EmbeddedServer) -> AsyncIterator[FaultProxy]:
-    port = int(server.url.rsplit(":", 1)[1])
-    async with FaultProxy(port) as running:
-        yield running
-
-
-@pytest.fixture
-async def sender(server: EmbeddedServer, admin_password: str) -> AsyncIterator[Sender]:
-    s = await Sender.login(server.url, "admin", admin_password, "general")
-    yield s
-    await s.aclose()
 
 
 class RunningBot:

@@ -33,20 +33,6 @@ TAIL_DEAD_SOCKET_BOUND = 20.0 + 10.0 + 4.0
 REST_TIMEOUT = 10.0  # the client's default, which send uses
 
 
-@pytest.fixture
-async def proxy(server: EmbeddedServer) -> AsyncIterator[FaultProxy]:
-    port = int(server.url.rsplit(":", 1)[1])
-    async with FaultProxy(port) as running:
-        yield running
-
-
-@pytest.fixture
-async def sender(server: EmbeddedServer, admin_password: str) -> AsyncIterator[Sender]:
-    s = await Sender.login(server.url, "admin", admin_password, "general")
-    yield s
-    await s.aclose()
-
-
 def cli_env(tmp_path: Path, token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
     env |= {

@@ -15,39 +15,17 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy
-from streamcheck import Collector, Sender, assert_exactly_once_in_order
+from streamcheck import (
+    DEAD_SOCKET_BOUND,
+    FAST,
+    REST_TIMEOUT,
+    Collector,
+    Sender,
+    assert_exactly_once_in_order,
+)
 
 from concordctl import Client, Gap
 from concordctl.server import EmbeddedServer
-
-# Fast keepalive and backoff, so that a test waits seconds, not minutes. The
-# bound asserted for a dead socket is derived from these.
-PING_INTERVAL = 0.5
-PING_TIMEOUT = 0.5
-FAST = {
-    "ping_interval": PING_INTERVAL,
-    "ping_timeout": PING_TIMEOUT,
-    "open_timeout": 1.0,
-    "backoff": {"base": 0.05, "cap": 0.5},
-}
-DEAD_SOCKET_BOUND = PING_INTERVAL + PING_TIMEOUT + 2.0  # + scheduling slack
-# REST calls of the recovery may meet a dead pooled connection too: they are
-# bounded by the client's timeout (then retried on a new connection).
-REST_TIMEOUT = 2.0
-
-
-@pytest.fixture
-async def proxy(server: EmbeddedServer) -> AsyncIterator[FaultProxy]:
-    port = int(server.url.rsplit(":", 1)[1])
-    async with FaultProxy(port) as running:
-        yield running
-
-
-@pytest.fixture
-async def sender(server: EmbeddedServer, admin_password: str) -> AsyncIterator[Sender]:
-    s = await Sender.login(server.url, "admin", admin_password, "general")
-    yield s
-    await s.aclose()
 
 
 @pytest.fixture

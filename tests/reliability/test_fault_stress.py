@@ -13,12 +13,9 @@ import asyncio
 import contextlib
 import os
 import random
-from collections.abc import AsyncIterator
 
-import pytest
 from faultproxy import FaultProxy
-from streamcheck import Collector, Sender, assert_exactly_once_in_order, poll_until
-from test_fault_stream import FAST
+from streamcheck import FAST, Collector, Sender, assert_exactly_once_in_order, poll_until
 
 from concordctl import Client
 from concordctl.server import EmbeddedServer
@@ -26,13 +23,6 @@ from concordctl.server import EmbeddedServer
 CLIENTS = 6
 SENDERS = 2
 SECONDS = 4.0
-
-
-@pytest.fixture
-async def proxy(server: EmbeddedServer) -> AsyncIterator[FaultProxy]:
-    port = int(server.url.rsplit(":", 1)[1])
-    async with FaultProxy(port) as running:
-        yield running
 
 
 async def test_clients_recover_everything_while_the_network_keeps_failing(

@@ -8,18 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from faultproxy import FaultProxy
-from streamcheck import Collector, Sender
-from test_fault_stream import FAST
+from streamcheck import FAST, Collector, Sender
 
 from concordctl import Client
 from concordctl.server import EmbeddedServer, ServerConfig
-
-
-@pytest.fixture
-async def proxy(server: EmbeddedServer) -> AsyncIterator[FaultProxy]:
-    port = int(server.url.rsplit(":", 1)[1])
-    async with FaultProxy(port) as running:
-        yield running
 
 
 @pytest.fixture

@@ -47,13 +47,6 @@ HOSTILE: list[str | bytes] = [
 
 
 @pytest.fixture
-async def sender(server: EmbeddedServer, admin_password: str) -> AsyncIterator[Sender]:
-    s = await Sender.login(server.url, "admin", admin_password, "general")
-    yield s
-    await s.aclose()
-
-
-@pytest.fixture
 async def collector(server: EmbeddedServer, admin_password: str) -> AsyncIterator[Collector]:
     async with Client(
         server.url, username="admin", password=admin_password, config_path="/nonexistent"

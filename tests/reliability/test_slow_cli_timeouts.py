@@ -23,13 +23,11 @@ from test_fault_cli import (
     _token,
     cli_env,
     no_leftover_processes,
-    proxy,
-    sender,
 )
 
 from concordctl.server import EmbeddedServer
 
-__all__ = ["no_leftover_processes", "proxy", "sender"]  # fixtures of test_fault_cli
+__all__ = ["no_leftover_processes"]  # a fixture of test_fault_cli
 
 
 async def test_tail_notices_a_silent_socket_within_its_keepalive_bound(
