@@ -1,9 +1,11 @@
 """Bot dispatch cost and command round-trip latency.
 
-1. Dispatch: N chat_sent frames (default 100,000) decoded from bytes, as the
-   client's stream does, and fed through a Bot with one trivial async handler.
-   The floor is the same stream consumed alone in the same run. Prints events
-   per second of both and the ratio (bot / floor; target >= 0.7).
+1. Dispatch: N chat_sent events (default 100,000) through a Bot with one
+   trivial async handler, against a floor measured in the same run, twice:
+   a. the issue's floor: the same frames read by concordctl's EventStream
+      from a loopback websocket and consumed alone (target >= 0.7);
+   b. a stricter one: the frames only decoded in memory, no socket at all,
+      which shows the dispatch cost by itself.
 2. Latency: a user sends ``!ping`` over REST and the bot (in this process)
    replies; the time from the send to the reply's chat_sent arriving on the
    user's stream, over M pings (default 1,000) against ``concordctl serve``
@@ -87,9 +89,10 @@ def dispatch(n: int) -> None:
         floors.append(asyncio.run(floor_run(frames)))
         bots.append(asyncio.run(bot_run(frames)))
     floor, ours = min(floors), min(bots)
-    print(f"dispatch of {n} chat_sent events, one trivial async handler:")
-    print(f"  stream alone (floor): {n / floor:10,.0f} events/s")
+    print(f"dispatch of {n} chat_sent events, one trivial async handler (b: in memory):")
+    print(f"  decode alone (floor): {n / floor:10,.0f} events/s")
     print(f"  through the bot:      {n / ours:10,.0f} events/s   ratio {floor / ours:.2f}")
+    print("  (no target: the cost of dispatch itself; the target applies to (a))")
 
 
 async def _ws_source(frames: list[bytes]) -> tuple[Any, str]:
@@ -156,9 +159,10 @@ def dispatch_ws(n: int) -> None:
         floors.append(asyncio.run(ws_floor_run(frames)))
         bots.append(asyncio.run(ws_bot_run(frames)))
     floor, ours = min(floors), min(bots)
-    print("the same through concordctl's EventStream over a loopback websocket:")
-    print(f"  stream alone (floor): {n / floor:10,.0f} events/s")
-    print(f"  through the bot:      {n / ours:10,.0f} events/s   ratio {floor / ours:.2f}")
+    print("(a) the same through concordctl's EventStream over a loopback websocket:")
+    print(f"  EventStream alone (floor): {n / floor:10,.0f} events/s")
+    print(f"  through the bot:           {n / ours:10,.0f} events/s   ratio {floor / ours:.2f}")
+    print("  target >= 0.7")
 
 
 def free_port() -> int:
