@@ -1,8 +1,11 @@
 """Running the embedded server: in the current event loop, or in a thread.
 
 :class:`EmbeddedServer` owns the database, the signing key, the hub and one
-uvicorn server on a socket it binds itself (so a restart gets the same port,
-and a port in use raises ``OSError`` instead of uvicorn's ``sys.exit``).
+uvicorn server on a socket it binds itself (so a port in use raises
+``OSError`` instead of uvicorn's ``sys.exit``). The listening socket is kept
+across :meth:`EmbeddedServer.restart` (uvicorn gets a duplicate to close), so
+the port cannot be taken by anyone else meanwhile: connections made during a
+restart wait in the backlog and are served by the new uvicorn.
 It also has the fault-injection hooks that tests and the bot plugin use.
 """
 
@@ -97,6 +100,7 @@ class EmbeddedServer:
         self._state: ServerState | None = None
         self._uvicorn: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
+        self._listener: socket.socket | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -131,6 +135,7 @@ class EmbeddedServer:
             try:
                 await self._serve()
             except BaseException:
+                self._close_listener()
                 self._state.store.close()
                 self._state = None
                 raise
@@ -161,8 +166,10 @@ class EmbeddedServer:
         state = self.state
         state.shutting_down = False
         cfg = self.config
-        sock = _bind(cfg.host, self.port)
-        self.port = sock.getsockname()[1]
+        if self._listener is None:
+            self._listener = _bind(cfg.host, self.port)
+            self.port = self._listener.getsockname()[1]
+        sock = self._listener.dup()  # uvicorn closes this one when it stops
         uv_config = uvicorn.Config(
             build_app(state),
             lifespan="off",
@@ -207,8 +214,14 @@ class EmbeddedServer:
             if self._task is not None:
                 await self._halt(SHUTDOWN_CODE, "server shutting down")
         finally:
+            self._close_listener()
             self._state.store.close()
             self._state = None
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     async def restart(self) -> None:
         """Stop and start again on the same port and database (clients see 1012)."""
