@@ -84,6 +84,7 @@ class FaultProxy:
         self._corruptions: dict[Direction, list[int]] = {"up": [], "down": []}
         self._cut_after: list[tuple[int, bytes]] = []
         self._reopen: asyncio.Task[None] | None = None
+        self._held: socket.socket | None = None  # the port, while refusing
         self._closed = False
         self._accepted_changed = asyncio.Condition()
 
@@ -100,6 +101,9 @@ class FaultProxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reopen
         await self._stop_listening()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
         await self.cut()
 
     async def __aenter__(self) -> FaultProxy:
@@ -160,7 +164,14 @@ class FaultProxy:
         self._cut_after.append((keep, request))
 
     async def refuse(self, seconds: float) -> None:
-        """Stop accepting (connects are refused), listen again after ``seconds``."""
+        """Stop accepting (connects are refused), listen again after ``seconds``.
+
+        The port stays bound meanwhile by a socket that does not listen (the
+        kernel refuses connects to it), so nothing else can take it: an
+        outgoing connection of another test picking it as its ephemeral port
+        once made the reopening fail with EADDRINUSE.
+        """
+        self._held = self._bind()
         await self._stop_listening()
 
         async def reopen() -> None:
@@ -182,12 +193,26 @@ class FaultProxy:
 
     # ------------------------------------------------------------ internals
 
+    def _bind(self) -> socket.socket:
+        # SO_REUSEPORT lets the held socket share the port with the listening
+        # one for the moment between binding it and closing the listener.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(("127.0.0.1", self.port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     async def _listen(self) -> None:
         # Same port again after a refuse(): clients keep their URL.
-        self._server = await asyncio.start_server(
-            self._accept, "127.0.0.1", self.port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        sock, self._held = self._held or self._bind(), None
+        sock.listen(128)
+        sock.setblocking(False)
+        self._server = await asyncio.start_server(self._accept, sock=sock)
+        self.port = sock.getsockname()[1]
 
     async def _stop_listening(self) -> None:
         server, self._server = self._server, None
