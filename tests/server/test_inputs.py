@@ -5,21 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
 from concordctl.server import EmbeddedServer
-from tests.server.helpers import User, general_id, login
-
-
-@pytest.fixture
-async def http(server: EmbeddedServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(http: httpx.AsyncClient, admin_password: str) -> User:
-    return await login(http, "admin", admin_password)
+from tests.server.helpers import User, general_id
 
 
 def assert_4xx(response: httpx.Response, status: int = 400) -> None:

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
 from concordctl.protocol import Channel, Chat, FullChannel, FullUser, Reactions, Server, decode
-from concordctl.server import EmbeddedServer
 from tests.server.helpers import User, general_id, login, register_and_login
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
-
-
-@pytest.fixture
-async def http(server: EmbeddedServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(http: httpx.AsyncClient, admin_password: str) -> User:
-    return await login(http, "admin", admin_password)
 
 
 def assert_error(response: httpx.Response, status: int) -> None:

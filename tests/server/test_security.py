@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import stat
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -24,12 +23,6 @@ def server_config(admin_password: str) -> ServerConfig:
         login_failures_per_address=5,
         login_window_seconds=60,
     )
-
-
-@pytest.fixture
-async def http(server: EmbeddedServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        yield client
 
 
 async def test_failed_logins_are_limited_per_user_then_per_address(

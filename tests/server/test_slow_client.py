@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -25,12 +24,6 @@ def server_config(admin_password: str, request: pytest.FixtureRequest) -> Server
         online_delay=60,
         direct_writes=request.param,
     )
-
-
-@pytest.fixture
-async def http(server: EmbeddedServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        yield client
 
 
 def small_socket(port: int) -> socket.socket:

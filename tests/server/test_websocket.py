@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -13,17 +12,6 @@ import websockets
 from concordctl.protocol import decode_event
 from concordctl.server import EmbeddedServer
 from tests.server.helpers import User, Watcher, general_id, login, register_and_login, watch
-
-
-@pytest.fixture
-async def http(server: EmbeddedServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(http: httpx.AsyncClient, admin_password: str) -> User:
-    return await login(http, "admin", admin_password)
 
 
 async def both(a: Watcher, b: Watcher, type: str) -> dict[str, object]:
