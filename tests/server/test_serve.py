@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import signal
 import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 import websockets.sync.client
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tlscerts import make_certificates
 
 from concordctl.cli.serve import exposure_warning, is_loopback
 from concordctl.server import EmbeddedServer, ServerConfig
@@ -140,44 +134,12 @@ def test_exposure_warning() -> None:
     assert "0.0.0.0:8080" in text and "clear text" in text and "register" in text
 
 
-@pytest.fixture
-def certificate(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    yield cert_path, key_path
-
-
-async def test_tls_https_and_wss(certificate: tuple[Path, Path], admin_password: str) -> None:
-    cert, key = certificate
+async def test_tls_https_and_wss(tmp_path: Path, admin_password: str) -> None:
+    ca, cert, key = make_certificates(tmp_path)
     config = ServerConfig(
         admin_password=admin_password, ssl_certfile=str(cert), ssl_keyfile=str(key)
     )
-    context = ssl.create_default_context(cafile=str(cert))
+    context = ssl.create_default_context(cafile=str(ca))
     async with EmbeddedServer(config) as server:
         assert server.url.startswith("https://") and server.ws_url.startswith("wss://")
         async with httpx.AsyncClient(base_url=server.url, verify=context) as http:
