@@ -22,7 +22,7 @@ matters because every event of the stream goes through here.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, cast
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -400,8 +400,8 @@ for _fcls in (ChatTypingFrame, ChatWritten, ChatReaction):
 # Decoding and encoding
 # --------------------------------------------------------------------------
 
-_event_decoder = msgspec.json.Decoder(KnownEvent)
-_client_frame_decoder = msgspec.json.Decoder(ClientFrame)
+_event_decoder: msgspec.json.Decoder[KnownEvent] = msgspec.json.Decoder(KnownEvent)
+_client_frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 _CLIENT_FRAME_TYPES = frozenset(("chat_typing", "chat_written", "chat_reaction"))
@@ -452,7 +452,7 @@ def decode_event(frame: bytes | bytearray | memoryview | str) -> Event:
     """
     data = _as_bytes(frame)
     try:
-        return cast(KnownEvent, _event_decoder.decode(data))
+        return _event_decoder.decode(data)
     except msgspec.ValidationError as exc:
         obj = _classify_failure(data, exc, EVENT_TYPES)
         return UnknownEvent(obj["type"], obj)
@@ -476,7 +476,7 @@ def decode_client_frame(frame: bytes | bytearray | memoryview | str) -> ClientFr
     """
     data = _as_bytes(frame)
     try:
-        return cast(ClientFrame, _client_frame_decoder.decode(data))
+        return _client_frame_decoder.decode(data)
     except msgspec.ValidationError as exc:
         _classify_failure(data, exc, _CLIENT_FRAME_TYPES)
         return None

@@ -162,7 +162,7 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 # Known events straight from msgspec; anything else goes through
 # protocol.decode_event, which sorts unknown types from malformed frames.
-_event_decoder = msgspec.json.Decoder(p.KnownEvent)
+_event_decoder: msgspec.json.Decoder[p.KnownEvent] = msgspec.json.Decoder(p.KnownEvent)
 
 _CHANNEL_EVENTS = (p.ChatEdited, p.ChatDeleted, p.ChatReactionsUpdated, p.ChatTyping)
 
@@ -541,7 +541,7 @@ class EventStream:
             error: str | None = None
             # Locals for the per-event loop below, which is what the benchmark measures.
             decode = p.decode_event
-            fast_decode = _event_decoder.decode
+            fast_decode: Callable[[bytes | str], p.Event] = _event_decoder.decode
             seen = self.seen
             window = seen.window
             chat_sent = p.ChatSent

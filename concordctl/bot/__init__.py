@@ -76,8 +76,8 @@ from concordctl.protocol import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from concordctl.bot.dispatch import Runtime
     from concordctl.client import Client
-    from concordctl.dispatch import Runtime
 
 __all__ = ["Bot", "Context", "EventSource", "SendLoopError", "SyncContext"]
 
@@ -742,7 +742,7 @@ class Bot:
     async def _serve(
         self, client: Any, events: EventSource | None, dry_run: WriteHook | None
     ) -> None:
-        from concordctl.dispatch import Runtime
+        from concordctl.bot.dispatch import Runtime
 
         rt = Runtime(self, client, dry_run)
         self._runtime = rt
