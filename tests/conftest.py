@@ -5,6 +5,7 @@
 * ``admin_password``: the seeded ``admin`` user's password on both.
 * ``make_user`` (async, with ``server``) / ``make_user_sync`` (with
   ``server_thread``): register a user, return ``(username, password)``.
+* ``postgres_url``: a fresh PostgreSQL database for the test (``tests/helpers/postgres.py``).
 * ``server_config``: the config both use; override it in a module to change
   limits (``token_seconds=3``, ``ws_queue_size=8``...).
 """
@@ -19,6 +20,9 @@ import httpx
 import pytest
 
 from concordctl.server import EmbeddedServer, ServerConfig, ServerThread
+from tests.helpers.postgres import postgres_url
+
+__all__ = ["postgres_url"]  # fixture re-exported for every test module
 
 _user_numbers = itertools.count(1)
 

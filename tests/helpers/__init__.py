@@ -1,0 +1,1 @@
+"""Helpers shared by the whole test suite (one place, imported by the tiers' conftest files)."""
