@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -28,11 +30,11 @@ import uvicorn
 from concordctl.errors import redact_url
 from concordctl.server import auth
 from concordctl.server.app import build_app
-from concordctl.server.config import ServerConfig, key_path_for
+from concordctl.server.config import ServerConfig, is_postgres_url, key_path_for
 from concordctl.server.state import ServerState
 from concordctl.server.store import Store
 
-__all__ = ["EmbeddedServer", "ServerThread"]
+__all__ = ["EmbeddedServer", "ServerThread", "StartError", "check_db_path", "reset_admin_password"]
 
 log = logging.getLogger("concordctl.server")
 T = TypeVar("T")
@@ -87,6 +89,47 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class StartError(Exception):
+    """The server cannot start, found before anything was created; the message says why."""
+
+
+def check_db_path(db: str | Path) -> None:
+    """Raise :class:`StartError` unless ``db`` can be opened for writing.
+
+    A missing parent directory is an error, never created: a typo in ``--db``
+    must not leave a tree of directories behind.
+    """
+    text = str(db)
+    if text == ":memory:" or is_postgres_url(text):
+        return
+    path = Path(text)
+    parent = path.parent
+    if not parent.is_dir():
+        raise StartError(f"--db {text}: directory {parent} does not exist; create it first")
+    if path.is_dir():
+        raise StartError(f"--db {text} is a directory; give a file name")
+    key = key_path_for(text)
+    for target in (path, key):
+        if target is not None and target.exists() and not os.access(target, os.W_OK | os.R_OK):
+            raise StartError(f"--db {text}: {target} is not writable; check its permissions")
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise StartError(f"--db {text}: directory {parent} is not writable")
+
+
+def check_tls(certfile: str | None, keyfile: str | None) -> None:
+    """Raise :class:`StartError` unless the certificate and key load together."""
+    if certfile is None:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        detail = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise StartError(
+            f"--tls-cert {certfile} / --tls-key {keyfile} cannot be used: {detail}"
+        ) from None
+
+
 class EmbeddedServer:
     """A Concord-compatible server in this process's event loop.
 
@@ -126,12 +169,35 @@ class EmbeddedServer:
         return self.state.store
 
     @property
+    def node_id(self) -> int | None:
+        """This node's number in the cluster (PostgreSQL); None on SQLite."""
+        return None
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
+        """Bind, check the TLS files and the database path, then open (and on first
+        start seed) the database and serve.
+
+        Everything that can fail for a reason the user must fix (a busy port:
+        ``OSError``; a bad certificate or database path: :class:`StartError`)
+        fails before the database or the admin user is created, so a one-time
+        admin password is never made and lost.
+        """
         if self._state is None:
-            self._state = await asyncio.to_thread(self._open)
+            cfg = self.config
+            check_tls(cfg.ssl_certfile, cfg.ssl_keyfile)
+            check_db_path(cfg.db_path)
+            if self._listener is None:
+                self._listener = _bind(cfg.host, self.port)
+                self.port = self._listener.getsockname()[1]
+            try:
+                self._state = await asyncio.to_thread(self._open)
+            except BaseException:
+                self._close_listener()
+                raise
             try:
                 await self._serve()
             except BaseException:
@@ -146,8 +212,6 @@ class EmbeddedServer:
         """Open (and on first start seed) the database and the signing key."""
         cfg = self.config
         db = str(cfg.db_path)
-        if db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
         store = Store(db)
         try:
             key = auth.load_or_create_key(key_path_for(db))
@@ -277,6 +341,30 @@ class EmbeddedServer:
 
     def connected_clients(self) -> int:
         return len(self.state.hub.subscribers)
+
+
+def reset_admin_password(config: ServerConfig, password: str | None = None) -> str:
+    """Give user ``admin`` a new password (``password``, or a random one) and return it.
+
+    The database must exist and be set up; every token issued to admin before
+    stops working. Safe while other nodes of a PostgreSQL server run.
+    """
+    check_db_path(config.db_path)
+    db = str(config.db_path)
+    if db == ":memory:":
+        raise StartError("--reset-admin-password needs a --db that is kept")
+    if not is_postgres_url(db) and not Path(db).exists():
+        raise StartError(f"--db {db} does not exist; start the server once to create it")
+    store = Store(db)
+    try:
+        admin = store.user_by_name("admin") if store.is_seeded() else None
+        if admin is None:
+            raise StartError(f"--db {db} has no user admin; is it a concordctl database?")
+        new_password = password or auth.random_password()
+        store.set_password(admin.id, auth.hash_password(new_password), int(time.time()))
+    finally:
+        store.close()
+    return new_password
 
 
 class ServerThread:
