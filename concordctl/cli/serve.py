@@ -222,5 +222,8 @@ def serve(
                 loop.remove_signal_handler(sig)
             await server.stop()
             _status("server stopped")
+        if server.failure is not None:
+            _status(f"error: {server.failure}")
+            raise typer.Exit(1)
 
     asyncio.run(run())

@@ -52,6 +52,9 @@ class ServerConfig:
     #: This node's number in snowflake ids on PostgreSQL; None (``--node-id auto``)
     #: takes a free one from the database at start. Unused on SQLite (one node).
     node_id: int | None = None
+    #: The PostgreSQL database whose nodes this one joins (events, presence, limits,
+    #: key); None for one node alone. ``db_path`` when that is a postgresql URL.
+    cluster_url: str | None = None
     token_days: float = 30.0
     #: Overrides ``token_days`` when set (tests use a few seconds).
     token_seconds: float | None = None
@@ -87,6 +90,10 @@ class ServerConfig:
     direct_writes: bool = True
     #: uvicorn's HTTP implementation ("h11", or "httptools" when installed).
     http_impl: str = "h11"
+
+    def __post_init__(self) -> None:
+        if self.cluster_url is None and is_postgres_url(self.db_path):
+            self.cluster_url = str(self.db_path)
 
     @property
     def token_validity_seconds(self) -> float:

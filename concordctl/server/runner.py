@@ -30,7 +30,9 @@ import uvicorn
 from concordctl.errors import redact_url
 from concordctl.server import auth
 from concordctl.server.app import build_app
+from concordctl.server.cluster import Cluster, ClusterError
 from concordctl.server.config import ServerConfig, is_postgres_url, key_path_for
+from concordctl.server.hub import Hub
 from concordctl.server.state import ServerState
 from concordctl.server.store import Store
 
@@ -144,6 +146,11 @@ class EmbeddedServer:
         self._uvicorn: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
         self._listener: socket.socket | None = None
+        #: This node's part in a server of several nodes (PostgreSQL), or None.
+        self.cluster: Cluster | None = None
+        #: Why the server stopped by itself (it lost its database), or None.
+        self.failure: str | None = None
+        self._failed = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -171,7 +178,7 @@ class EmbeddedServer:
     @property
     def node_id(self) -> int | None:
         """This node's number in the cluster (PostgreSQL); None on SQLite."""
-        return None
+        return self.cluster.node_id if self.cluster is not None else None
 
     @property
     def running(self) -> bool:
@@ -193,9 +200,18 @@ class EmbeddedServer:
             if self._listener is None:
                 self._listener = _bind(cfg.host, self.port)
                 self.port = self._listener.getsockname()[1]
+            hub, online = Hub(), set[int]()
             try:
-                self._state = await asyncio.to_thread(self._open)
+                # Joined first: a taken --node-id must fail before the admin is seeded.
+                await self._join(hub, online)
+                self._state = await asyncio.to_thread(self._open, hub, online)
+                if self.cluster is not None:
+                    await self._attach(self.cluster, self._state)
             except BaseException:
+                if self._state is not None:
+                    self._state.store.close()
+                    self._state = None
+                await self._leave()
                 self._close_listener()
                 raise
             try:
@@ -208,7 +224,39 @@ class EmbeddedServer:
         else:
             await self._serve()
 
-    def _open(self) -> ServerState:
+    async def _join(self, hub: Hub, online: set[int]) -> None:
+        url = self.config.cluster_url
+        if url is None:
+            return
+        cluster = Cluster(url, hub, online, node_id=self.config.node_id)
+        try:
+            await cluster.start()
+        except ClusterError as exc:
+            raise StartError(str(exc)) from None
+        cluster.on_lost = self._lose_database
+        self.cluster = cluster
+
+    async def _attach(self, cluster: Cluster, state: ServerState) -> None:
+        """Make this node's state the cluster's: ids, key, limits, fan-out."""
+        state.store.ids.node_id = cluster.node_id
+        pem = await cluster.signing_key_pem(auth.new_key_pem)
+        state.signer = auth.TokenSigner(auth.key_from_pem(pem), state.signer.validity_seconds)
+        for name, value in vars(state).items():
+            if isinstance(value, auth.LoginLimiter):
+                cluster.share_limiter(name, value)
+        state.fanout = cluster
+
+    async def _leave(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.stop()
+            self.cluster = None
+
+    def _lose_database(self) -> None:
+        self.failure = "lost the connection to the database; stopping (clients move to other nodes)"
+        log.error(self.failure)
+        self._failed.set()
+
+    def _open(self, hub: Hub, online: set[int]) -> ServerState:
         """Open (and on first start seed) the database and the signing key."""
         cfg = self.config
         db = str(cfg.db_path)
@@ -223,7 +271,11 @@ class EmbeddedServer:
             store.close()
             raise
         return ServerState(
-            config=cfg, store=store, signer=auth.TokenSigner(key, cfg.token_validity_seconds)
+            config=cfg,
+            store=store,
+            signer=auth.TokenSigner(key, cfg.token_validity_seconds),
+            hub=hub,
+            online=online,
         )
 
     async def _serve(self) -> None:
@@ -279,8 +331,11 @@ class EmbeddedServer:
                 await self._halt(SHUTDOWN_CODE, "server shutting down")
         finally:
             self._close_listener()
-            self._state.store.close()
-            self._state = None
+            try:
+                await self._leave()  # after the sockets: their OFFLINE goes out first
+            finally:
+                self._state.store.close()
+                self._state = None
 
     def _close_listener(self) -> None:
         if self._listener is not None:
@@ -305,13 +360,16 @@ class EmbeddedServer:
         await self.stop()
 
     async def serve_until(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set, or until uvicorn stops by itself."""
+        """Run until ``stop`` is set, or until uvicorn stops by itself, or until the
+        node loses its database (then :attr:`failure` says so)."""
         assert self._task is not None
         waiter = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(self._failed.wait())
         try:
-            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, failed, self._task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
+            failed.cancel()
 
     # ------------------------------------------------------ fault injection
 

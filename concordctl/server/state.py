@@ -16,6 +16,7 @@ from starlette.responses import Response
 from concordctl import protocol as p
 from concordctl.server import auth
 from concordctl.server.config import ServerConfig
+from concordctl.server.fanout import Fanout, LocalFanout
 from concordctl.server.hub import Hub
 from concordctl.server.store import MAX_ID, Store, StoredUser, now_ms
 
@@ -60,8 +61,11 @@ class ServerState:
     shutting_down: bool = False
     user_limiter: auth.LoginLimiter = field(init=False)
     address_limiter: auth.LoginLimiter = field(init=False)
+    #: Where events go: this node's hub, or every node's (``cluster.Cluster``).
+    fanout: Fanout = field(init=False)
 
     def __post_init__(self) -> None:
+        self.fanout = LocalFanout(self.hub, self.online)
         c = self.config
         self.user_limiter = auth.LoginLimiter(c.login_failures_per_user, c.login_window_seconds)
         self.address_limiter = auth.LoginLimiter(
@@ -69,7 +73,7 @@ class ServerState:
         )
 
     def broadcast(self, event: p.KnownEvent) -> None:
-        self.hub.broadcast(p.encode_event(event).decode("utf-8"))
+        self.fanout.publish(p.encode_event(event).decode("utf-8"))
 
     def full_user(self, user: StoredUser) -> p.FullUser:
         status: p.OnlineStatus = "ONLINE" if user.id in self.online else "OFFLINE"

@@ -33,6 +33,9 @@ __all__ = [
 EPOCH_MS = 1633824000000
 _SEQUENCE_BITS = 22
 _SEQUENCE_MASK = (1 << _SEQUENCE_BITS) - 1
+#: With a node number: 10 bits of node, then 12 of sequence.
+_NODE_SEQUENCE_BITS = 12
+_NODE_MASK = (1 << (_SEQUENCE_BITS - _NODE_SEQUENCE_BITS)) - 1
 #: The largest id SQLite (and Java's long) can hold.
 MAX_ID = (1 << 63) - 1
 
@@ -114,17 +117,33 @@ class SnowflakeGenerator:
     """Ids as upstream makes them: ``(ms since 2021-10-10) << 22 | sequence``.
 
     Strictly increasing, even if the clock steps back or a millisecond runs
-    out of sequence numbers (then the next millisecond is borrowed).
+    out of sequence numbers (then the next millisecond is borrowed). With a
+    ``node_id`` (several nodes on one database, ``cluster.py``) the 22 low bits
+    are ``node << 12 | sequence``, so nodes never make the same id.
     """
 
-    def __init__(self, floor: int = 0) -> None:
+    def __init__(self, floor: int = 0, node_id: int | None = None) -> None:
         self._last = floor
         self._lock = threading.Lock()
+        self.node_id = node_id
 
     def next_id(self) -> int:
         with self._lock:
+            node = self.node_id
             candidate = (now_ms() - EPOCH_MS) << _SEQUENCE_BITS
-            self._last = candidate if candidate > self._last else self._last + 1
+            if node is not None:
+                candidate |= node << _NODE_SEQUENCE_BITS
+            if candidate > self._last:
+                self._last = candidate
+            elif node is None:
+                self._last += 1
+            else:
+                following = self._last + 1
+                if (following >> _NODE_SEQUENCE_BITS) & _NODE_MASK != node:
+                    # Out of sequence numbers (or past another node's id): next millisecond.
+                    following = ((self._last >> _SEQUENCE_BITS) + 1) << _SEQUENCE_BITS
+                    following |= node << _NODE_SEQUENCE_BITS
+                self._last = following
             return self._last
 
 

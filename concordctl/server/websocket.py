@@ -132,16 +132,14 @@ async def _client_session(state: ServerState, scope: Scope, receive: Receive, se
     finally:
         online_timer.cancel()
         await state.hub.remove(sub)
-        if user.id in state.online and state.hub.connections_of(user.id) == 0:
-            state.online.discard(user.id)
-            state.broadcast(p.UserStatusUpdated(user_id=user.id, status="OFFLINE"))
+        if state.hub.connections_of(user.id) == 0:
+            state.fanout.presence(user.id, False)
     return 101
 
 
 def _mark_online(state: ServerState, sub: Subscriber) -> None:
-    if sub in state.hub.subscribers and not sub.closing and sub.user_id not in state.online:
-        state.online.add(sub.user_id)
-        state.broadcast(p.UserStatusUpdated(user_id=sub.user_id, status="ONLINE"))
+    if sub in state.hub.subscribers and not sub.closing:
+        state.fanout.presence(sub.user_id, True)
 
 
 def _handle_frame(state: ServerState, user: StoredUser, data: str | bytes) -> None:
