@@ -34,6 +34,7 @@ __all__ = [
     "Channel",
     "ChannelCreated",
     "ChannelDeleted",
+    "ChannelEdit",
     "ChannelsUpdated",
     "Chat",
     "ChatDeleted",
@@ -59,10 +60,13 @@ __all__ = [
     "NewPassword",
     "OnlineStatus",
     "Profile",
+    "PromotedUser",
+    "Promotion",
     "ReactionChange",
     "Reactions",
     "RegisteredUser",
     "Server",
+    "ServerEdit",
     "Token",
     "UnknownEvent",
     "UserJoined",
@@ -221,6 +225,37 @@ class NewChannel(_Model, omit_defaults=True):
     parent_channel_id: int | UnsetType | None = UNSET
     ordinality: int | UnsetType | None = UNSET
     capabilities: list[str] | UnsetType | None = UNSET
+
+
+# Our extensions (not upstream's): channel and server edits, roles.
+
+
+class ChannelEdit(_Model, omit_defaults=True):
+    """``PATCH /channels/{id}``: only the fields given change."""
+
+    name: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+
+
+class ServerEdit(_Model, omit_defaults=True):
+    """``PATCH /server``: only the fields given change."""
+
+    name: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+
+
+class Promotion(_Model):
+    """``POST /admin/users/promote``."""
+
+    username: str
+
+
+class PromotedUser(_Model):
+    """The answer to a promotion."""
+
+    id: int
+    username: str
+    admin: bool
 
 
 # --------------------------------------------------------------------------

@@ -68,6 +68,7 @@ from concordctl.errors import (
     Unreachable,
     redact_url,
 )
+from concordctl.ids import now_ms
 from concordctl.recovery import (
     SNOWFLAKE_EPOCH_MS,
     FetchChats,
@@ -109,10 +110,6 @@ class StreamState:
     attempt: int = 0
     delay: float | None = None
     error: str | None = None
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def close_reason(exc: ConnectionClosed) -> str:

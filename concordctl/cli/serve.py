@@ -169,7 +169,7 @@ def serve(
     )
     if reset_admin_password:
         try:
-            new_password = reset(config, admin_password)
+            new_password = asyncio.run(reset(config, admin_password))
         except StartError as exc:
             raise UsageError(str(exc)) from None
         if admin_password is None:

@@ -292,6 +292,10 @@ class Cluster:
         body = {"k": "close", "u": user_id, "code": code, "reason": reason}
         self._outbox.put_nowait(_Outgoing(_Kind.CONTROL, json.dumps(body)))
 
+    def nodes_of(self, user_id: int) -> frozenset[int]:
+        """The live nodes that have an announced socket of the user."""
+        return frozenset(self._where.get(user_id, ()))
+
     def share_limiter(self, name: str, limiter: LoginLimiter) -> None:
         """Count ``limiter``'s failures on every node: a failure recorded here is
         published, and others' failures are recorded here."""
@@ -497,6 +501,21 @@ class Cluster:
                 row = await cursor.fetchone()
                 assert row is not None
         return str(row[0]).encode("ascii")
+
+
+async def tell_nodes_to_close(url: str, user_id: int, reason: str) -> None:
+    """From outside the nodes (``serve --reset-admin-password``): every running
+    node closes the user's sockets with 4001."""
+    import psycopg
+
+    body = {"k": "close", "u": user_id, "code": 4001, "reason": reason}
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)", (CHANNEL, _Kind.CONTROL.value + json.dumps(body))
+            )
+    except psycopg.Error as exc:
+        log.warning("could not tell the nodes: %s", _one_line(exc))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -30,11 +30,12 @@ import uvicorn
 from concordctl.errors import redact_url
 from concordctl.server import auth
 from concordctl.server.app import build_app
-from concordctl.server.cluster import Cluster, ClusterError
-from concordctl.server.config import ServerConfig, is_postgres_url, key_path_for
+from concordctl.server.cluster import Cluster, ClusterError, tell_nodes_to_close
+from concordctl.server.config import ServerConfig, display_db, is_postgres_url, key_path_for
 from concordctl.server.hub import Hub
+from concordctl.server.presence import Presence
 from concordctl.server.state import ServerState
-from concordctl.server.store import Store
+from concordctl.server.store import Store, StoreError, open_store
 
 __all__ = ["EmbeddedServer", "ServerThread", "StartError", "check_db_path", "reset_admin_password"]
 
@@ -200,16 +201,16 @@ class EmbeddedServer:
             if self._listener is None:
                 self._listener = _bind(cfg.host, self.port)
                 self.port = self._listener.getsockname()[1]
-            hub, online = Hub(), set[int]()
+            hub, presence = Hub(), Presence()
             try:
                 # Joined first: a taken --node-id must fail before the admin is seeded.
-                await self._join(hub, online)
-                self._state = await asyncio.to_thread(self._open, hub, online)
+                await self._join(hub, presence.online)
+                self._state = await self._open(hub, presence)
                 if self.cluster is not None:
                     await self._attach(self.cluster, self._state)
             except BaseException:
                 if self._state is not None:
-                    self._state.store.close()
+                    await self._state.store.close()
                     self._state = None
                 await self._leave()
                 self._close_listener()
@@ -218,7 +219,7 @@ class EmbeddedServer:
                 await self._serve()
             except BaseException:
                 self._close_listener()
-                self._state.store.close()
+                await self._state.store.close()
                 self._state = None
                 raise
         else:
@@ -237,11 +238,10 @@ class EmbeddedServer:
         self.cluster = cluster
 
     async def _attach(self, cluster: Cluster, state: ServerState) -> None:
-        """Make this node's state the cluster's: ids, key, limits, fan-out."""
-        state.store.ids.node_id = cluster.node_id
+        """Make this node's state the cluster's: key, limits, fan-out (ids: ``_open``)."""
         pem = await cluster.signing_key_pem(auth.new_key_pem)
         state.signer = auth.TokenSigner(auth.key_from_pem(pem), state.signer.validity_seconds)
-        for name, value in vars(state).items():
+        for name, value in vars(state.limits).items():
             if isinstance(value, auth.LoginLimiter):
                 cluster.share_limiter(name, value)
         state.fanout = cluster
@@ -256,26 +256,32 @@ class EmbeddedServer:
         log.error(self.failure)
         self._failed.set()
 
-    def _open(self, hub: Hub, online: set[int]) -> ServerState:
-        """Open (and on first start seed) the database and the signing key."""
+    async def _open(self, hub: Hub, presence: Presence) -> ServerState:
+        """Open (migrating and on first start seeding) the database and the signing key."""
         cfg = self.config
         db = str(cfg.db_path)
-        store = Store(db)
         try:
-            key = auth.load_or_create_key(key_path_for(db))
-            if not store.is_seeded():
+            store = await open_store(db)
+        except StoreError as exc:
+            raise StartError(f"--db {display_db(db)}: {exc}") from None
+        if self.cluster is not None:
+            store.ids.node_id = self.cluster.node_id  # before the seed makes the first ids
+        try:
+            key = await asyncio.to_thread(auth.load_or_create_key, key_path_for(db))
+            if not await store.is_seeded():
                 password = cfg.admin_password or auth.random_password()
-                store.seed(auth.hash_password(password))
-                self.admin_password = password
+                hashed = await asyncio.to_thread(auth.hash_password, password)
+                if await store.seed(hashed):
+                    self.admin_password = password
         except BaseException:
-            store.close()
+            await store.close()
             raise
         return ServerState(
             config=cfg,
             store=store,
             signer=auth.TokenSigner(key, cfg.token_validity_seconds),
             hub=hub,
-            online=online,
+            presence=presence,
         )
 
     async def _serve(self) -> None:
@@ -334,7 +340,7 @@ class EmbeddedServer:
             try:
                 await self._leave()  # after the sockets: their OFFLINE goes out first
             finally:
-                self._state.store.close()
+                await self._state.store.close()
                 self._state = None
 
     def _close_listener(self) -> None:
@@ -401,27 +407,34 @@ class EmbeddedServer:
         return len(self.state.hub.subscribers)
 
 
-def reset_admin_password(config: ServerConfig, password: str | None = None) -> str:
+async def reset_admin_password(config: ServerConfig, password: str | None = None) -> str:
     """Give user ``admin`` a new password (``password``, or a random one) and return it.
 
-    The database must exist and be set up; every token issued to admin before
-    stops working. Safe while other nodes of a PostgreSQL server run.
+    The database must exist and be set up. Every token issued to admin before
+    stops working; on PostgreSQL the running nodes also close admin's sockets
+    (4001), so this is safe while they run.
     """
     check_db_path(config.db_path)
     db = str(config.db_path)
     if db == ":memory:":
         raise StartError("--reset-admin-password needs a --db that is kept")
-    if not is_postgres_url(db) and not Path(db).exists():
+    if not is_postgres_url(db) and not await asyncio.to_thread(os.path.exists, db):
         raise StartError(f"--db {db} does not exist; start the server once to create it")
-    store = Store(db)
     try:
-        admin = store.user_by_name("admin") if store.is_seeded() else None
+        store = await open_store(db)
+    except StoreError as exc:
+        raise StartError(f"--db {display_db(db)}: {exc}") from None
+    try:
+        admin = await store.user_by_name("admin") if await store.is_seeded() else None
         if admin is None:
-            raise StartError(f"--db {db} has no user admin; is it a concordctl database?")
+            raise StartError(f"--db {display_db(db)} has no user admin; start the server once")
         new_password = password or auth.random_password()
-        store.set_password(admin.id, auth.hash_password(new_password), int(time.time()))
+        hashed = await asyncio.to_thread(auth.hash_password, new_password)
+        await store.set_password(admin.id, hashed)
     finally:
-        store.close()
+        await store.close()
+    if is_postgres_url(db):
+        await tell_nodes_to_close(db, admin.id, "admin password reset")
     return new_password
 
 

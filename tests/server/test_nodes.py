@@ -171,8 +171,10 @@ async def test_presence_is_online_while_any_node_has_a_socket(
                 for user in alice:
                     assert await status(user) == "ONLINE"
                 async with watch(servers[2], bob.token):
+                    cluster = servers[0].cluster
+                    assert cluster is not None
                     await async_wait_until(
-                        lambda: servers[2].state.online.issuperset({bob.id}), 5 * UNIT
+                        lambda: cluster.nodes_of(bob.id) == {1, 2}, 5 * UNIT, "bob on two nodes"
                     )
                 # Still on node 1: nobody hears OFFLINE.
                 with pytest.raises(TimeoutError):
@@ -192,10 +194,10 @@ async def test_a_node_started_later_knows_who_is_online(
     ):
         bob = await register_and_login(http, "bob")
         async with watch(first, bob.token):
-            await async_wait_until(lambda: bob.id in first.state.online, 5 * UNIT)
+            await async_wait_until(lambda: bob.id in first.state.presence.online, 5 * UNIT)
             config = node_config(postgres_url, tmp_path, admin_password)
             async with EmbeddedServer(config) as late:
-                assert bob.id in late.state.online
+                assert bob.id in late.state.presence.online
 
 
 async def test_login_limits_and_the_signing_key_are_shared(
@@ -234,7 +236,7 @@ async def test_closing_a_users_sockets_reaches_every_node(
             watch(servers[2], other.token) as bystander,
         ):
             await async_wait_until(
-                lambda: all(dave.id in s.state.online for s in servers), 5 * UNIT
+                lambda: all(dave.id in s.state.presence.online for s in servers), 5 * UNIT
             )
             servers[0].state.fanout.close_user(dave.id, 4001, "token revoked")
             for closed in (on_1.closed, on_2.closed):
@@ -288,7 +290,7 @@ async def test_events_of_every_kind_cross_nodes(nodes: NodeFactory, admin_passwo
 
 
 def test_ids_carry_the_node_and_stay_increasing_when_a_millisecond_runs_out() -> None:
-    from concordctl.server.store import SnowflakeGenerator
+    from concordctl.ids import SnowflakeGenerator
 
     gen = SnowflakeGenerator(node_id=5)
     ids = [gen.next_id() for _ in range(10_000)]  # more than 4096 in a millisecond
