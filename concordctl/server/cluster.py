@@ -171,7 +171,13 @@ class Cluster:
         #: Called when the node lost the database: it cannot deliver any more,
         #: so its owner stops it (its clients reconnect elsewhere and recover).
         self.on_lost: Callable[[], None] | None = None
+        #: Events delivered to this node's hub from the channel (benchmarks count them).
         self.delivered = 0
+        #: Notifications queued / handed to PostgreSQL (committed or given up on),
+        #: so a response can wait until what its request published has left.
+        self._queued = 0
+        self._settled = 0
+        self._settle = asyncio.Condition()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -263,7 +269,7 @@ class Cluster:
 
     def publish(self, frame: str) -> None:
         """Deliver ``frame`` to every client of every node, in the database's order."""
-        self._outbox.put_nowait(_Outgoing(_Kind.EVENT, frame))
+        self._enqueue(_Outgoing(_Kind.EVENT, frame))
 
     def presence(self, user_id: int, present: bool) -> None:
         """This node has (``present``) or no longer has an announced socket of the
@@ -285,12 +291,12 @@ class Cluster:
                 (self.node_id, user_id),
             )
         body = {"k": "presence", "n": self.node_id, "u": user_id, "on": present}
-        self._outbox.put_nowait(_Outgoing(_Kind.CONTROL, json.dumps(body), effect))
+        self._enqueue(_Outgoing(_Kind.CONTROL, json.dumps(body), effect))
 
     def close_user(self, user_id: int, code: int, reason: str) -> None:
         """Close every socket of the user, on every node, with ``code``."""
         body = {"k": "close", "u": user_id, "code": code, "reason": reason}
-        self._outbox.put_nowait(_Outgoing(_Kind.CONTROL, json.dumps(body)))
+        self._enqueue(_Outgoing(_Kind.CONTROL, json.dumps(body)))
 
     def nodes_of(self, user_id: int) -> frozenset[int]:
         """The live nodes that have an announced socket of the user."""
@@ -305,9 +311,23 @@ class Cluster:
         def failed(key: str) -> None:
             record(key)
             body = {"k": "login", "l": name, "key": key, "n": self.node_id}
-            self._outbox.put_nowait(_Outgoing(_Kind.CONTROL, json.dumps(body)))
+            self._enqueue(_Outgoing(_Kind.CONTROL, json.dumps(body)))
 
         limiter.failed = failed  # type: ignore[method-assign]
+
+    def _enqueue(self, item: _Outgoing) -> None:
+        self._queued += 1
+        self._outbox.put_nowait(item)
+
+    async def published(self) -> None:
+        """Return once everything queued before this call is committed in
+        PostgreSQL (or given up on: the node is then stopping). A response that
+        waits for it never acknowledges an event that a SIGKILL could still lose."""
+        target = self._queued
+        if self._settled >= target:
+            return
+        async with self._settle:
+            await self._settle.wait_for(lambda: self._settled >= target)
 
     # ------------------------------------------------------------ the tasks
 
@@ -327,6 +347,9 @@ class Cluster:
             finally:
                 for _ in batch:
                     self._outbox.task_done()
+                self._settled += len(batch)
+                async with self._settle:
+                    self._settle.notify_all()
 
     async def _send(self, batch: list[_Outgoing]) -> None:
         conn = self._work

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concordctl.errors import redact_url
 from concordctl.server import auth
@@ -131,6 +132,29 @@ def check_tls(certfile: str | None, keyfile: str | None) -> None:
         raise StartError(
             f"--tls-cert {certfile} / --tls-key {keyfile} cannot be used: {detail}"
         ) from None
+
+
+class _AfterPublished:
+    """Hold each HTTP response until what its request published has left this
+    node (``Cluster.published``): an acknowledged chat is then in the database
+    *and* announced to every node, whatever happens to this process next."""
+
+    def __init__(self, app: ASGIApp, cluster: Cluster) -> None:
+        self.app = app
+        self.cluster = cluster
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cluster = self.cluster
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await cluster.published()
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 class EmbeddedServer:
@@ -292,8 +316,11 @@ class EmbeddedServer:
             self._listener = _bind(cfg.host, self.port)
             self.port = self._listener.getsockname()[1]
         sock = self._listener.dup()  # uvicorn closes this one when it stops
+        app = build_app(state)
+        if self.cluster is not None:
+            app = _AfterPublished(app, self.cluster)
         uv_config = uvicorn.Config(
-            build_app(state),
+            app,
             lifespan="off",
             log_config=None,
             access_log=False,
