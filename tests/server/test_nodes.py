@@ -26,10 +26,9 @@ NodeFactory = Callable[..., "contextlib.AbstractAsyncContextManager[list[Embedde
 
 
 def node_config(postgres_url: str, tmp_path: Path, password: str, **extra: Any) -> ServerConfig:
-    """One node's settings: the chats in the shared database, the node on PostgreSQL."""
+    """One node's settings: everything in the one PostgreSQL database."""
     return ServerConfig(
-        db_path=tmp_path / "shared.db",
-        cluster_url=postgres_url,
+        db_path=postgres_url,
         admin_password=password,
         online_delay=0.05,
         **extra,
@@ -299,3 +298,18 @@ def test_ids_carry_the_node_and_stay_increasing_when_a_millisecond_runs_out() ->
     other = SnowflakeGenerator(floor=ids[-1], node_id=3)  # another node's id is the floor
     later = other.next_id()
     assert later > ids[-1] and (later >> 12) & 1023 == 3
+
+
+async def test_reset_admin_password_next_to_live_nodes_closes_admins_sockets(
+    nodes: NodeFactory, admin_password: str
+) -> None:
+    from concordctl.server.runner import reset_admin_password
+
+    async with nodes(2) as servers, clients(servers) as https:
+        admin = await login(https[1], "admin", admin_password)
+        async with watch(servers[1], admin.token) as socket:
+            new = await reset_admin_password(servers[0].config)
+            code, _ = await asyncio.wait_for(socket.closed, 5 * UNIT)
+            assert code == 4001
+        assert (await https[1].get("/api/self", headers=admin.headers)).status_code == 401
+        assert (await login(https[0], "admin", new)).token
