@@ -16,8 +16,9 @@ def default_db_path() -> Path:
 
 
 def key_path_for(db_path: str | Path) -> Path | None:
-    """The signing key lives beside the database; None (in memory) for ``:memory:``."""
-    if str(db_path) == ":memory:":
+    """The signing key lives beside the database; None (in memory) for ``:memory:``
+    and for PostgreSQL (whose nodes share theirs through the database)."""
+    if str(db_path) == ":memory:" or str(db_path).startswith(("postgresql://", "postgres://")):
         return None
     path = Path(db_path)
     return path.with_name(path.name + ".jwt-key.pem")
@@ -51,10 +52,23 @@ class ServerConfig:
     ws_queue_size: int = 1024
     #: Seconds a close may wait for a slow client's buffers before its socket is dropped.
     ws_close_timeout: float = 5.0
-    max_ws_per_user: int = 32
+    #: Websockets one user may hold open (a CI matrix of ``wait`` jobs shares one token).
+    max_ws_per_user: int = 256
     login_failures_per_user: int = 10
     login_failures_per_address: int = 50
     login_window_seconds: float = 60.0
+    #: Accounts one client address may register per window (0: no limit).
+    registrations_per_address: int = 20
+    registration_window_seconds: float = 3600.0
+    #: Avatar uploads per user and window: bytes and count (0: no limit).
+    avatar_bytes_per_window: int = 16 * 1024 * 1024
+    avatar_uploads_per_window: int = 20
+    avatar_window_seconds: float = 3600.0
+    #: Anyone may create, edit and delete channels and edit the server (upstream's
+    #: rule); False (the default) keeps that to admins (``--open-channels``).
+    open_channels: bool = False
+    #: ``POST /api/users/register`` is open; False answers 403 (``--no-registration``).
+    registration: bool = True
     #: Seconds after connecting before a user is announced ONLINE (upstream: ~1 s).
     online_delay: float = 1.0
     #: uvicorn's websocket implementation ("websockets-sansio", "websockets", "wsproto").

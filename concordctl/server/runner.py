@@ -30,7 +30,7 @@ from concordctl.server import auth
 from concordctl.server.app import build_app
 from concordctl.server.config import ServerConfig, key_path_for
 from concordctl.server.state import ServerState
-from concordctl.server.store import Store
+from concordctl.server.store import Store, is_postgres_url, open_store
 
 __all__ = ["EmbeddedServer", "ServerThread"]
 
@@ -130,33 +130,39 @@ class EmbeddedServer:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
+        """Open the database (migrating and, the first time, seeding it) and serve.
+
+        Raises :class:`~concordctl.server.store.StoreError` when the database
+        cannot be used, ``OSError`` when the port cannot be bound.
+        """
         if self._state is None:
-            self._state = await asyncio.to_thread(self._open)
+            self._state = await self._open()
             try:
                 await self._serve()
             except BaseException:
                 self._close_listener()
-                self._state.store.close()
+                await self._state.store.close()
                 self._state = None
                 raise
         else:
             await self._serve()
 
-    def _open(self) -> ServerState:
+    async def _open(self) -> ServerState:
         """Open (and on first start seed) the database and the signing key."""
         cfg = self.config
         db = str(cfg.db_path)
-        if db != ":memory:":
+        if db != ":memory:" and not is_postgres_url(db):
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-        store = Store(db)
+        store = await open_store(db)
         try:
-            key = auth.load_or_create_key(key_path_for(db))
-            if not store.is_seeded():
+            key = await asyncio.to_thread(auth.load_or_create_key, key_path_for(db))
+            if not await store.is_seeded():
                 password = cfg.admin_password or auth.random_password()
-                store.seed(auth.hash_password(password))
-                self.admin_password = password
+                hashed = await asyncio.to_thread(auth.hash_password, password)
+                if await store.seed(hashed):
+                    self.admin_password = password
         except BaseException:
-            store.close()
+            await store.close()
             raise
         return ServerState(
             config=cfg, store=store, signer=auth.TokenSigner(key, cfg.token_validity_seconds)
@@ -215,7 +221,7 @@ class EmbeddedServer:
                 await self._halt(SHUTDOWN_CODE, "server shutting down")
         finally:
             self._close_listener()
-            self._state.store.close()
+            await self._state.store.close()
             self._state = None
 
     def _close_listener(self) -> None:
