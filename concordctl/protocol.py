@@ -219,26 +219,18 @@ class ReactionChange(_Model):
     adding: bool
 
 
-class NewChannel(_Model, omit_defaults=True):
-    name: str
-    description: str | UnsetType | None = UNSET
-    parent_channel_id: int | UnsetType | None = UNSET
-    ordinality: int | UnsetType | None = UNSET
-    capabilities: list[str] | UnsetType | None = UNSET
-
-
-# Our extensions (not upstream's): channel and server edits, roles.
+# concordctl's extensions of the contract (agreed by the team; upstream lacks them).
 
 
 class ChannelEdit(_Model, omit_defaults=True):
-    """``PATCH /channels/{id}``: only the fields given change."""
+    """``PATCH /channels/{id}``: the fields to change; UNSET ones stay as they are."""
 
     name: str | UnsetType = UNSET
     description: str | UnsetType | None = UNSET
 
 
 class ServerEdit(_Model, omit_defaults=True):
-    """``PATCH /server``: only the fields given change."""
+    """``PATCH /server``."""
 
     name: str | UnsetType = UNSET
     description: str | UnsetType | None = UNSET
@@ -256,6 +248,14 @@ class PromotedUser(_Model):
     id: int
     username: str
     admin: bool
+
+
+class NewChannel(_Model, omit_defaults=True):
+    name: str
+    description: str | UnsetType | None = UNSET
+    parent_channel_id: int | UnsetType | None = UNSET
+    ordinality: int | UnsetType | None = UNSET
+    capabilities: list[str] | UnsetType | None = UNSET
 
 
 # --------------------------------------------------------------------------

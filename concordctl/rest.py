@@ -704,3 +704,63 @@ class RestClient:
             json=p.ReactionChange(reaction=reaction, adding=adding),
             idempotent=True,
         )
+
+    # ------------------------------------------------------------------
+    # concordctl's extensions (the embedded server has them; upstream may not)
+    # ------------------------------------------------------------------
+
+    async def edit_channel(
+        self, channel_id: int, *, name: str | None = None, description: str | None = None
+    ) -> p.Channel:
+        """``PATCH /channels/{id}``: rename it or change its description (an admin's)."""
+        body = p.ChannelEdit()
+        if name is not None:
+            body.name = name
+        if description is not None:
+            body.description = description
+        return await self._call(
+            "PATCH",
+            f"/channels/{int(channel_id)}",
+            f"edit channel {channel_id}",
+            p.Channel,
+            json=body,
+        )
+
+    async def edit_server(
+        self, *, name: str | None = None, description: str | None = None
+    ) -> p.Server:
+        """``PATCH /server``: the server's name or description (an admin's)."""
+        body = p.ServerEdit()
+        if name is not None:
+            body.name = name
+        if description is not None:
+            body.description = description
+        return await self._call("PATCH", "/server", "edit the server info", p.Server, json=body)
+
+    async def promote_user(self, username: str) -> p.PromotedUser:
+        """``POST /admin/users/promote``: make ``username`` an admin (an admin's)."""
+        return await self._call(
+            "POST",
+            "/admin/users/promote",
+            f"promote user {username!r}",
+            p.PromotedUser,
+            json=p.Promotion(username=username),
+            idempotent=True,  # promoting twice is promoting once
+        )
+
+    async def revoke_tokens(self) -> bool:
+        """``DELETE /tokens``: every token of this user stops working, its sockets close.
+
+        True when done (the client then forgets its token); False when the
+        server has no such endpoint (404 or 405, as upstream Concord): the
+        tokens stay valid until they expire.
+        """
+        try:
+            await self._call("DELETE", "/tokens", "revoke the tokens", None)
+        except (NotFound, BadRequest) as exc:
+            if exc.status in (404, 405):
+                return False
+            raise
+        self._token = None
+        self._expires_at = None
+        return True
