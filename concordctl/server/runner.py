@@ -265,9 +265,8 @@ class EmbeddedServer:
         """Make this node's state the cluster's: key, limits, fan-out (ids: ``_open``)."""
         pem = await cluster.signing_key_pem(auth.new_key_pem)
         state.signer = auth.TokenSigner(auth.key_from_pem(pem), state.signer.validity_seconds)
-        for name, value in vars(state.limits).items():
-            if isinstance(value, auth.LoginLimiter):
-                cluster.share_limiter(name, value)
+        for name, limiter in _login_limiters(state):
+            cluster.share_limiter(name, limiter)
         state.fanout = cluster
 
     async def _leave(self) -> None:
@@ -432,6 +431,29 @@ class EmbeddedServer:
 
     def connected_clients(self) -> int:
         return len(self.state.hub.subscribers)
+
+
+def _login_limiters(state: ServerState) -> list[tuple[str, auth.LoginLimiter]]:
+    """Every LoginLimiter of the state, named by where it lives (``limits.user_logins``),
+    found up to two attributes deep: limiters added later are shared too."""
+    found: list[tuple[str, auth.LoginLimiter]] = []
+    seen: set[int] = set()
+
+    def visit(prefix: str, obj: object, depth: int) -> None:
+        if isinstance(obj, auth.LoginLimiter):
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                found.append((prefix, obj))
+            return
+        if depth == 0 or not hasattr(obj, "__dict__"):
+            return
+        for name, value in vars(obj).items():
+            if not name.startswith("_"):
+                visit(f"{prefix}.{name}" if prefix else name, value, depth - 1)
+
+    for name in ("limits", "logins"):
+        visit(name, getattr(state, name, None), 2)
+    return found
 
 
 async def reset_admin_password(config: ServerConfig, password: str | None = None) -> str:

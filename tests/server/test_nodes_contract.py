@@ -27,6 +27,12 @@ globals().update(
 )
 
 
+@pytest.fixture
+def db(postgres_url: str) -> str:
+    """Every node on the one PostgreSQL database (no SQLite run here)."""
+    return postgres_url
+
+
 @pytest.fixture(params=[0, 1, 2], ids=["node0", "node1", "node2"])
 async def server(
     request: pytest.FixtureRequest, postgres_url: str, admin_password: str
