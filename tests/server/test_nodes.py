@@ -313,3 +313,24 @@ async def test_reset_admin_password_next_to_live_nodes_closes_admins_sockets(
             assert code == 4001
         assert (await https[1].get("/api/self", headers=admin.headers)).status_code == 401
         assert (await login(https[0], "admin", new)).token
+
+
+async def test_a_node_that_loses_its_database_stops_and_says_why(
+    postgres_url: str, tmp_path: Path, admin_password: str
+) -> None:
+    import psycopg
+
+    server = EmbeddedServer(node_config(postgres_url, tmp_path, admin_password))
+    async with server:
+        cluster = server.cluster
+        assert cluster is not None and cluster._listen is not None
+        pid = cluster._listen.info.backend_pid
+        stop = asyncio.Event()
+        serving = asyncio.create_task(server.serve_until(stop))
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await asyncio.wait_for(serving, 10 * UNIT)  # returns without stop being set
+        assert not stop.is_set()
+        assert (
+            server.failure is not None and "lost the connection to the database" in server.failure
+        )
