@@ -114,6 +114,20 @@ def serve(
             "--cors-origin", help="Allow this browser origin (repeatable). Default: none."
         ),
     ] = None,
+    open_channels: Annotated[
+        bool,
+        typer.Option(
+            "--open-channels",
+            help="Anyone may create, edit and delete channels and edit the server "
+            "(upstream's rule). Default: admins only.",
+        ),
+    ] = False,
+    no_registration: Annotated[
+        bool,
+        typer.Option(
+            "--no-registration", help="Refuse new accounts (POST /api/users/register: 403)."
+        ),
+    ] = False,
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="No per-request or per-websocket log lines."),
@@ -166,6 +180,8 @@ def serve(
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         cors_origins=tuple(cors_origin or ()),
+        open_channels=open_channels,
+        registration=not no_registration,
     )
     if reset_admin_password:
         try:

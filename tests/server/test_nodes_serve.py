@@ -187,3 +187,29 @@ def test_node_id_must_be_auto_or_a_small_number(value: str) -> None:
     result = _serve("--db", ":memory:", "--node-id", value)
     assert result.returncode == 2 and "--node-id" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_open_channels_and_no_registration_flags() -> None:
+    closed = Served("--db", ":memory:", "--quiet", "--no-registration")
+    try:
+        refused = httpx.post(
+            f"{closed.url}/api/users/register", json={"username": "eve", "password": "pw-eve"}
+        )
+        assert refused.status_code == 403 and "registration is closed" in refused.text
+    finally:
+        assert closed.stop() == 0
+    for flags, expected in (((), 403), (("--open-channels",), 200)):
+        served = Served("--db", ":memory:", "--quiet", *flags)
+        try:
+            url = served.url
+            creds = {"username": "mallory", "password": "pw-mallory"}
+            assert httpx.post(f"{url}/api/users/register", json=creds).status_code == 200
+            token = httpx.post(f"{url}/api/tokens", json=creds).json()["token"]
+            made = httpx.post(
+                f"{url}/api/channels",
+                json={"name": "ops"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert made.status_code == expected, (flags, made.text)
+        finally:
+            assert served.stop() == 0
