@@ -213,3 +213,15 @@ def test_open_channels_and_no_registration_flags() -> None:
             assert made.status_code == expected, (flags, made.text)
         finally:
             assert served.stop() == 0
+
+
+def test_an_unreachable_postgresql_is_one_line_without_the_password() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens here
+    url = f"postgresql://concord:s3cret-db-pw@127.0.0.1:{port}/concord"
+    result = _serve("--port", "0", "--db", url)
+    assert result.returncode == 2, result.stderr
+    assert "cannot join the cluster" in result.stderr
+    assert "s3cret-db-pw" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
