@@ -209,7 +209,9 @@ class Cluster:
             self.online.update(self._where)
         except psycopg.Error as exc:
             await self._close_connections()
-            raise ClusterError(f"cannot join the cluster: {_one_line(exc)}") from None
+            raise ClusterError(
+                f"cannot join the cluster: {_one_line(exc)}; check --db and that PostgreSQL runs"
+            ) from None
         except BaseException:
             await self._close_connections()
             raise
