@@ -16,8 +16,9 @@ from tests.server.helpers import User, general_id, login, register_and_login
 
 
 @pytest.fixture
-def server_config(admin_password: str) -> ServerConfig:
+def server_config(admin_password: str, db: str) -> ServerConfig:
     return ServerConfig(
+        db_path=db,
         admin_password=admin_password,
         login_failures_per_user=3,
         login_failures_per_address=5,
