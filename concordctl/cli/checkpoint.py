@@ -128,9 +128,14 @@ class Checkpoint:
             return
         if st.st_size <= saved["size"]:
             return
-        with open(os.dup(fd), "rb", closefd=True) as f:  # reads at its own offset
-            f.seek(saved["size"])
-            tail = f.read()
+        # stdout is opened for appending only (``>>``): read it anew through
+        # /proc (Linux); where that is missing the guarantee is at-least-once.
+        try:
+            with open(f"/proc/self/fd/{fd}", "rb") as f:
+                f.seek(saved["size"])
+                tail = f.read()
+        except OSError:
+            return
         complete, _, torn = tail.rpartition(b"\n")
         if torn:  # killed in the middle of a write: drop the half line
             os.ftruncate(fd, saved["size"] + len(complete) + (1 if complete else 0))

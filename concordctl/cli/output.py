@@ -57,8 +57,15 @@ def color_enabled(stream: IO[str] | None = None) -> bool:
 def _console(stream: IO[str]) -> Console:
     from rich.console import Console
 
+    class QuietOnClosedPipe(Console):
+        # rich exits 1 when the reader goes away; for us that is a normal end
+        # (`concordctl history | head`): app.run turns it into a quiet 0.
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError("stdout closed")
+
     color = color_enabled(stream)
-    return Console(
+    return QuietOnClosedPipe(
         file=stream,
         # NO_COLOR: no escape codes at all (rich alone would keep bold and dim).
         color_system="auto" if color else None,

@@ -82,21 +82,21 @@ class Printer:
             self.writer.close()
 
 
-def first_failure(error: str | None) -> ConcordError:
+def first_failure(error: str | None, where: str = "the server") -> ConcordError:
     """The error for a stream whose first connection failed with ``error``."""
     text = error or "connection failed"
     if "HTTP" in text and "handshake" in text:
         return ProtocolViolation(
-            f"the event stream was refused ({text})",
+            f"the event stream of {where} was refused ({text})",
             hint="is this a Concord server? check --server or CONCORD_SERVER",
         )
     if "SSL" in text or "certificate" in text.lower():
         return Unreachable(
-            f"cannot open the event stream: TLS error ({text})",
+            f"cannot open the event stream of {where}: TLS error ({text})",
             hint="for a private CA pass --ca-cert PEM (login saves it in the profile)",
         )
     return Unreachable(
-        f"cannot open the event stream ({text})",
+        f"cannot open the event stream of {where} ({text})",
         hint="is the server running? check --server or CONCORD_SERVER",
     )
 
@@ -112,6 +112,7 @@ def _stdout_pipe_fd() -> int | None:
 async def follow(
     events: Callable[[Callable[[Any], object]], EventStream],
     handle: Callable[[Event], Awaitable[bool]],
+    where: str = "the server",
 ) -> None:
     """Feed ``events(on_state)`` to ``handle`` until it returns True.
 
@@ -130,7 +131,7 @@ async def follow(
         if kind == "connected":
             connected = True
         if kind == "reconnecting" and not connected and not failed.done():
-            failed.set_result(first_failure(getattr(state, "error", None)))
+            failed.set_result(first_failure(getattr(state, "error", None), where))
             return
         reporter(state)
 

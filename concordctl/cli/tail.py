@@ -311,6 +311,7 @@ async def _tail(
                 on_state=on_state,
             ),
             handle,
+            where=c.settings.base_url,
         )
 
     try:

@@ -178,6 +178,7 @@ async def _wait_chats(
                 since=baseline or None, since_time=since_ms, channels=[chan.id], on_state=on_state
             ),
             handle,
+            where=c.settings.base_url,
         )
     finally:
         printer.close()
@@ -235,7 +236,9 @@ async def _wait_reactions(
         return False
 
     await follow(
-        lambda on_state: c.events(since=chat_id, channels=[chan.id], on_state=on_state), handle
+        lambda on_state: c.events(since=chat_id, channels=[chan.id], on_state=on_state),
+        handle,
+        where=c.settings.base_url,
     )
     await _report(c, conn, chat_id, chat.channel_id, chat.thread_id, reaction, reactors)
 
