@@ -26,6 +26,14 @@ def main() -> None:
 
         if fast_complete():
             sys.exit(0)
+    if args[:1] == ["send"]:
+        # httpx imports its own CLI (click, rich: ~40 ms) when it can: not ours to pay.
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+        from concordctl.cli.quick import try_send
+
+        code = try_send(args[1:])
+        if code is not None:
+            sys.exit(code)
     from concordctl.cli.app import run
 
     sys.exit(run(args))

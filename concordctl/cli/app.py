@@ -12,7 +12,6 @@ else. A traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -25,7 +24,9 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException  # type: ignore[assignment,unused-ignore]
 
 from concordctl import __version__
-from concordctl.errors import ConcordError, NotAuthenticated, NotFound, redact_url
+from concordctl.cli.failure import error_line as _error_line
+from concordctl.cli.failure import scrub
+from concordctl.errors import ConcordError
 
 app = typer.Typer(
     name="concordctl",
@@ -206,33 +207,6 @@ def _register_commands(argv: Sequence[str] | None = None) -> None:
         return
     for name in COMMAND_MODULES:
         _import_command_module(name)
-
-
-# A JWT (three base64url parts, the first one always starting with "eyJ") or a
-# bearer credential: hidden from any message we did not write ourselves.
-_SECRETS = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*|(?i:bearer\s+)\S+")
-
-
-def scrub(text: str) -> str:
-    """``text`` with tokens and ``token=`` URL parameters hidden."""
-    return _SECRETS.sub("***", redact_url(text))
-
-
-def _error_line(exc: ConcordError) -> str:
-    """One line: the message, then what to do; server text made printable."""
-    from concordctl.cli.sanitize import one_line
-
-    message, hint = exc.message, exc.hint
-    if isinstance(exc, NotFound) and exc.suggestions and "did you mean" not in str(exc).lower():
-        hint = "did you mean: " + ", ".join(exc.suggestions[:5]) + "?"
-    if (
-        isinstance(exc, NotAuthenticated)
-        and "login" not in str(exc)
-        and "CONCORD_TOKEN" not in str(exc)
-    ):
-        hint = (hint + "; " if hint else "") + "run `concordctl login` or set CONCORD_TOKEN"
-    line = f"{message}; {hint}" if hint else message
-    return scrub(one_line(line))
 
 
 def _skip_httpx_cli() -> None:

@@ -90,29 +90,14 @@ def send(
 
     async def body(c: Client) -> None:
         if key is None:
-            chat = await _send_plain(c, channel, content, thread)
+            from concordctl.cli.quick import send_plain
+
+            chat = await send_plain(c, channel, content, thread)
         else:
             chat = await _send_keyed(c, channel, content, key, thread)
         conn.emit(chat, lambda: print(chat.id))
 
     conn.run(body)
-
-
-async def _send_plain(c: Client, channel: str, content: str, thread: int | None) -> Chat:
-    from concordctl.errors import BadRequest, NotFound
-
-    cid = await c.channel_id(channel)
-    try:
-        return await c.send_chat(cid, content, thread_id=thread)
-    except BadRequest:
-        # The contract answers an unknown channel with 400: say which.
-        try:
-            await c.channel(cid)
-        except NotFound:
-            raise NotFound(
-                f"no channel with id {cid}", hint="list them with `concordctl channels`"
-            ) from None
-        raise
 
 
 async def _send_keyed(c: Client, channel: str, text: str, key: str, thread: int | None) -> Chat:
