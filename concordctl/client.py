@@ -101,7 +101,7 @@ class Client:
         config_path: Path | str | None = None,
         ca_cert: str | None = None,
         insecure: bool = False,
-        timeout: float = 10.0,
+        timeout: float | None = None,
         settings: Settings | None = None,
         max_retries: int = 3,
         stream_options: dict[str, Any] | None = None,
