@@ -163,12 +163,16 @@ async def test_frame_size_limit_closes_with_1009(server: EmbeddedServer, admin: 
 
 
 async def test_connections_per_user_are_capped(server: EmbeddedServer, admin: User) -> None:
+    assert server.config.max_ws_per_user == 256  # a CI matrix of wait jobs shares one token
     server.config.max_ws_per_user = 2
     async with watch(server, admin.token), watch(server, admin.token):
         with pytest.raises(websockets.InvalidStatus) as caught:
             async with websockets.connect(f"{server.ws_url}?token={admin.token}"):
                 pass
-        assert caught.value.response.status_code == 429
+        response = caught.value.response
+        assert response.status_code == 429
+        message = json.loads(response.body)["message"]
+        assert "2 open connections" in message and "max_ws_per_user" in message
 
 
 async def test_fault_hooks(server: EmbeddedServer, admin: User) -> None:
