@@ -334,3 +334,16 @@ async def test_a_node_that_loses_its_database_stops_and_says_why(
         assert (
             server.failure is not None and "lost the connection to the database" in server.failure
         )
+
+
+async def test_logout_on_one_node_ends_the_session_on_every_node(
+    nodes: NodeFactory, admin_password: str
+) -> None:
+    async with nodes(3) as servers, clients(servers) as https:
+        grace = await register_and_login(https[0], "grace")
+        async with watch(servers[1], grace.token) as on_1:
+            assert (await grace.delete("/api/tokens")).status_code == 200
+            code, _ = await asyncio.wait_for(on_1.closed, 5 * UNIT)
+            assert code == 4001
+        refused = await https[2].get("/api/self", headers=grace.headers)
+        assert refused.status_code == 401
