@@ -13,6 +13,7 @@ import respx
 
 from concordctl.server import ServerThread
 from tests.cli.conftest import Account, Result, send
+from tests.helpers import admin_http
 
 Cli = Callable[..., Result]
 
@@ -272,8 +273,10 @@ def test_version_and_help_for_every_command(cli: Cli) -> None:
 # --------------------------------------------------------------------------
 
 
-def test_channels_tree_and_json(cli: Cli, alice: Account, general: int) -> None:
-    with alice.http() as http:
+def test_channels_tree_and_json(
+    cli: Cli, alice: Account, general: int, admin_password: str
+) -> None:
+    with admin_http(alice.url, admin_password) as http:
         ops = http.post("/api/channels", json={"name": "ops"}).json()
         http.post("/api/channels", json={"name": "alerts", "parentChannelId": ops["id"]})
         raw = http.get("/api/channels").text

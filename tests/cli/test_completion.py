@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -73,20 +72,17 @@ def test_channel_user_and_profile_names_complete(
     assert r.stdout.split() == ["work"]
 
 
-def test_warm_completion_answers_in_under_150_ms(
+def test_warm_completion_is_answered_from_the_cache(
     cli: Cli, admin: Account, admin_env: dict[str, str]
 ) -> None:
+    # A warm TAB does not ask the server (its speed is bench_cli.py's, against a
+    # floor measured in the same run: no absolute time is asserted in a test).
     assert cli("channels", "create", "releases", env=admin.env).code == 0
-    _complete("bash", "concordctl send re", admin_env)  # warms the cache
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
+    assert _complete("bash", "concordctl send re", admin_env).stdout.split() == ["releases"]
+    assert cli("channels", "create", "reports", env=admin.env).code == 0
+    for _ in range(3):
         r = _complete("bash", "concordctl send re", admin_env)
-        times.append(time.perf_counter() - started)
-        assert r.stdout.split() == ["releases"]
-    # Generous for a shared CI machine; bench_cli.py measures it against its floor.
-    assert statistics.median(times) < 0.150 * max(1.0, float(os.environ.get(
-        "CONCORD_TESTS_TIMEOUT_FACTOR", "1"))), times  # fmt: skip
+        assert r.stdout.split() == ["releases"]  # the cached list, within CACHE_SECONDS
 
 
 def test_an_unreachable_server_completes_nothing_quickly(cli_env: Path) -> None:

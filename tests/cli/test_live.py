@@ -15,6 +15,7 @@ import pytest
 
 from concordctl.server import ServerThread
 from tests.cli.conftest import Account, Proc, Secrets, send, wait_online
+from tests.helpers import admin_http
 
 Spawn = Callable[..., Proc]
 
@@ -56,9 +57,9 @@ def test_tail_json_is_live_exact_ndjson(
 
 
 def test_tail_human_lines_and_filters(
-    spawn: Spawn, alice: Account, bob: Account, general: int
+    spawn: Spawn, alice: Account, bob: Account, general: int, admin_password: str
 ) -> None:
-    with alice.http() as http:
+    with admin_http(alice.url, admin_password) as http:
         other = http.post("/api/channels", json={"name": "other"}).json()["id"]
     tail = spawn(
         "tail", "general", "--type", "chat_sent", "--match", "^deploy", "--count", "2", env=bob.env
