@@ -61,13 +61,9 @@ def test_the_quick_start_runs_as_written_on_a_fresh_server(tmp_path: Path) -> No
     assert "concordctl channels create releases" in block
     assert block.index("channels create releases") < block.index("send releases")
     # Only the port changes (8080 may be taken on this machine).
-    script = "set -e\ntrap 'kill $! 2>/dev/null' EXIT\n" + block.replace(
-        "8080", str(_free_port())
-    )
+    script = "set -e\ntrap 'kill $! 2>/dev/null' EXIT\n" + block.replace("8080", str(_free_port()))
     bin_dir = str(Path(sys.executable).parent)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("CONCORD_") and k != "NO_COLOR"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_") and k != "NO_COLOR"}
     env |= {
         "PATH": f"{bin_dir}:{env.get('PATH', '')}",
         "CONCORD_CONFIG": str(tmp_path / "config.toml"),
