@@ -33,6 +33,19 @@ WaitTimeoutOption = Annotated[
 ]
 
 
+AuthorsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--author",
+        "-a",
+        metavar="USER",
+        help="Only chats by this user (id or name; repeatable).",
+        show_default=False,
+        autocompletion=complete_user,
+    ),
+]
+
+
 @dataclass(frozen=True)
 class Filter:
     """Which events a tail prints: all of the given conditions hold."""
@@ -137,17 +150,7 @@ def tail(
             help="Only chats whose content matches this regular expression.",
         ),
     ] = None,
-    authors: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--author",
-            "-a",
-            metavar="USER",
-            help="Only chats by this user (id or name; repeatable).",
-            show_default=False,
-            autocompletion=complete_user,
-        ),
-    ] = None,
+    authors: AuthorsOption = None,
     thread: Annotated[
         int | None,
         typer.Option(

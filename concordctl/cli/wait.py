@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from concordctl.cli.app import app
-from concordctl.cli.complete import complete_channel, complete_user
+from concordctl.cli.complete import complete_channel
 from concordctl.cli.options import Connection, server_command
-from concordctl.cli.tail import WaitTimeoutOption
+from concordctl.cli.tail import AuthorsOption, WaitTimeoutOption
 
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.client import Client
@@ -47,17 +47,7 @@ def wait(
             show_default=False,
         ),
     ] = None,
-    authors: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--author",
-            "-a",
-            metavar="USER",
-            help="Only from this user (id or name; repeatable).",
-            show_default=False,
-            autocompletion=complete_user,
-        ),
-    ] = None,
+    authors: AuthorsOption = None,
     count: Annotated[
         int,
         typer.Option(

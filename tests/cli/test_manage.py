@@ -61,34 +61,28 @@ def test_channels_create_list_and_delete(cli: Cli, admin: Account) -> None:
 
 
 def test_channels_edit_and_users_promote(cli: Cli, admin: Account, alice: Account) -> None:
-    # The embedded server gains PATCH /channels and /admin/users/promote with
-    # branch `store`; until then these run against a stand-in of the agreed contract.
-    channel = {
-        "id": 7, "parentChannelId": None, "ordinality": 0, "name": "shipped",
-        "description": "what went out", "capabilities": None, "createdAt": 1, "createdByUserId": 1,
-    }  # fmt: skip
-    with respx.mock(base_url=admin.url, assert_all_called=False) as mock:
-        mock.route(method="GET", path="/api/channels").respond(
-            json=[{**channel, "name": "releases", "children": []}]
-        )
-        patch = mock.route(method="PATCH", path="/api/channels/7").respond(json=channel)
-        promote = mock.route(method="POST", path="/api/admin/users/promote").respond(
-            json={"id": alice.id, "username": alice.name, "admin": True}
-        )
-        r = cli("channels", "edit", "releases", "--name", "shipped",
-                "--description", "what went out", env=admin.env)  # fmt: skip
-        assert r.code == 0, r.err
-        assert json.loads(patch.calls[0].request.content) == {
-            "name": "shipped",
-            "description": "what went out",
-        }
-        assert "edited #shipped [7]" in r.err
-        r = cli("users", "promote", alice.name, env=admin.env)
-        assert r.code == 0, r.err
-        assert json.loads(promote.calls[0].request.content) == {"username": alice.name}
-        assert f"{alice.name} [{alice.id}] is an admin" in r.err
+    assert cli("channels", "create", "releases", env=admin.env).code == 0
+    r = cli("channels", "edit", "releases", "--name", "shipped",
+            "--description", "what went out", env=admin.env)  # fmt: skip
+    assert r.code == 0, r.err
+    assert "edited #shipped" in r.err
+    made = _channel_names(admin)
+    assert "releases" not in made and made["shipped"]["description"] == "what went out"
     r = cli("channels", "edit", "general", env=admin.env)
     assert r.code == 2 and "nothing to change" in r.err
+
+    # alice is no admin: forbidden, one line; once promoted she may
+    r = cli("channels", "create", "mine", env=alice.env)
+    assert r.code == 5, r.err
+    assert "only an admin may" in r.err and len(r.err.strip().splitlines()) == 1
+    r = cli("users", "promote", alice.name, env=alice.env)
+    assert r.code == 5, r.err
+    r = cli("users", "promote", alice.name, env=admin.env)
+    assert r.code == 0, r.err
+    assert f"{alice.name} [{alice.id}] is an admin" in r.err
+    assert cli("channels", "create", "mine", env=alice.env).code == 0
+    r = cli("users", "promote", "nobody-by-that-name", env=admin.env)
+    assert r.code == 4, r.err
 
 
 def test_forbidden_is_exit_5_in_one_line(cli: Cli, alice: Account) -> None:
@@ -139,22 +133,25 @@ def test_auth_status_token_and_logout_drop_sessions(
     r = cli("auth", "token")
     assert r.code == 0 and r.out.strip() == token
 
-    # logout: the server has no DELETE /api/tokens yet (405): said so, token forgotten
+    # logout: the server drops every session (DELETE /api/tokens), the profile forgets
     r = cli("logout")
     assert r.code == 0, r.err
-    assert "cannot drop sessions" in r.err or "sessions on the server are closed" in r.err
+    assert "your sessions on the server are closed" in r.err
     assert "token" not in tomllib.loads(cli_env.read_text())["profiles"]["default"]
+    gone = httpx.get(f"{alice.url}/api/self", headers={"Authorization": f"Bearer {token}"})
+    assert gone.status_code == 401
     r = cli("auth", "status")
     assert r.code == 3
 
 
-def test_logout_asks_the_server_to_drop_every_session(cli: Cli, alice: Account) -> None:
+def test_logout_on_a_server_that_cannot_drop_sessions(cli: Cli, alice: Account) -> None:
+    # Upstream Concord has no DELETE /api/tokens (405): said so, token still forgotten.
     assert _login(cli, alice).code == 0
     with respx.mock(base_url=alice.url, assert_all_called=False) as mock:
-        revoke = mock.route(method="DELETE", path="/api/tokens").respond(200)
+        revoke = mock.route(method="DELETE", path="/api/tokens").respond(405)
         r = cli("logout")
     assert r.code == 0 and revoke.called
-    assert "your sessions on the server are closed" in r.err
+    assert "this server cannot drop sessions" in r.err
 
 
 def test_passwd_changes_the_password_and_refreshes_the_profile(
