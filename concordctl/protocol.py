@@ -83,6 +83,7 @@ __all__ = [
     "event_channel_id",
     "event_content",
     "event_thread_id",
+    "to_builtins",
 ]
 
 OnlineStatus: TypeAlias = Literal["ONLINE", "OFFLINE"]

@@ -88,6 +88,7 @@ __all__ = [
     "StreamState",
     "WarnLimiter",
     "close_reason",
+    "now_ms",
     "recover_missed_chats",
     "select_recovered",
     "snowflake_id",

@@ -140,6 +140,7 @@ async def _survive(frames: list[str]) -> None:
                 await sender.aclose()
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frames, min_size=1, max_size=15))
 def test_fuzzed_frames_from_the_server(batch: list[str]) -> None:
