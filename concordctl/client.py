@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from concordctl import protocol as p
 from concordctl.backoff import Backoff
 from concordctl.config import Settings, resolve_settings, ssl_context
 from concordctl.errors import NotAuthenticated, NotFound, Unreachable, UsageError, redact_url
+from concordctl.ids import now_ms
 from concordctl.streamstate import StreamState
 from concordctl.tokens import token_is_fresh
 
@@ -585,21 +585,16 @@ class Client:
         """Say "typing" in a channel (a websocket frame; no REST equivalent)."""
         cid = await self.channel_id(channel)
         await self._send_frame(
-            p.ChatTypingFrame(channel_id=cid, thread_id=thread_id, sent_at=_now_ms())
+            p.ChatTypingFrame(channel_id=cid, thread_id=thread_id, sent_at=now_ms())
         )
 
     async def write(self, channel: ChannelRef, content: str, thread_id: int | None = None) -> None:
         """Send a chat over the socket (no confirmation; ``send_chat`` gives one)."""
         cid = await self.channel_id(channel)
         await self._send_frame(
-            p.ChatWritten(channel_id=cid, content=content, thread_id=thread_id, sent_at=_now_ms())
+            p.ChatWritten(channel_id=cid, content=content, thread_id=thread_id, sent_at=now_ms())
         )
 
     async def react_frame(self, chat_id: int, reaction: str, adding: bool = True) -> None:
         """Add or remove a reaction over the socket (``react`` confirms over REST)."""
         await self._send_frame(p.ChatReaction(chat_id=chat_id, reaction=reaction, adding=adding))
-
-
-def _now_ms() -> int:
-    # sentAt is sent explicitly: upstream stores a chat_written without it at createdAt 0.
-    return int(time.time() * 1000)

@@ -68,6 +68,7 @@ from concordctl.errors import (
     Unreachable,
     redact_url,
 )
+from concordctl.ids import now_ms
 from concordctl.recovery import (
     SNOWFLAKE_EPOCH_MS,
     FetchChats,
@@ -96,10 +97,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("concordctl.stream")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def close_reason(exc: ConnectionClosed) -> str:
