@@ -42,6 +42,7 @@ from concordctl.errors import UsageError, redact_url
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "DEFAULT_TIMEOUT",
     "ENV_CA_CERT",
     "ENV_CONFIG",
     "ENV_PASSWORD",
@@ -55,6 +56,7 @@ __all__ = [
     "delete_profile",
     "load_config",
     "load_profile",
+    "normalize_server",
     "resolve_settings",
     "save_profile",
     "ssl_context",

@@ -44,15 +44,15 @@ class ConnectionState(enum.StrEnum):
     CLOSED = "closed"
 
 
-S = ConnectionState
+_S = ConnectionState
 
 #: state -> the states it may move to. Nothing leaves CLOSED.
 TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
-    S.CONNECTING: frozenset({S.CONNECTING, S.RECOVERING, S.LIVE, S.RECONNECTING, S.CLOSED}),
-    S.RECOVERING: frozenset({S.LIVE, S.RECONNECTING, S.CLOSED}),
-    S.LIVE: frozenset({S.RECOVERING, S.RECONNECTING, S.CLOSED}),
-    S.RECONNECTING: frozenset({S.RECONNECTING, S.RECOVERING, S.LIVE, S.CLOSED}),
-    S.CLOSED: frozenset(),
+    _S.CONNECTING: frozenset({_S.CONNECTING, _S.RECOVERING, _S.LIVE, _S.RECONNECTING, _S.CLOSED}),
+    _S.RECOVERING: frozenset({_S.LIVE, _S.RECONNECTING, _S.CLOSED}),
+    _S.LIVE: frozenset({_S.RECOVERING, _S.RECONNECTING, _S.CLOSED}),
+    _S.RECONNECTING: frozenset({_S.RECONNECTING, _S.RECOVERING, _S.LIVE, _S.CLOSED}),
+    _S.CLOSED: frozenset(),
 }
 
 

@@ -15,9 +15,19 @@ import httpx
 import pytest
 import respx
 
-from concordctl import Client, NotAuthenticated, ProtocolViolation, TimedOut, UsageError
+from concordctl import (
+    ChatSent,
+    Client,
+    Event,
+    Gap,
+    NotAuthenticated,
+    ProtocolViolation,
+    TimedOut,
+    UsageError,
+)
 from concordctl.config import resolve_settings
 from concordctl.rest import RestClient
+from concordctl.server import EmbeddedServer
 from tests.helpers.timing import UNIT
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -175,3 +185,23 @@ async def test_the_client_passes_its_deadline_to_rest(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CONCORD_TIMEOUT", "3")
     async with Client(BASE, token="a.b.c") as c:
         assert c.settings.timeout == 3 and c.rest.timeout == 3
+
+
+async def test_recovery_stops_at_its_limit_with_an_unrecovered_gap(
+    server: EmbeddedServer, admin_password: str
+) -> None:
+    async with Client(server.url, username="admin", password=admin_password) as c:
+        first = await c.send_chat("general", "cursor")
+        sent = [await c.send_chat("general", f"missed-{i}") for i in range(8)]
+        stream = c.events(since=first.id, recovery_max_chats=3, recovery_page_size=2)
+        events: list[Event] = []
+        async with asyncio.timeout(10 * UNIT):
+            async for event in stream:
+                events.append(event)
+                if len(events) == 4:
+                    break
+        await stream.aclose()
+    gap = events[0]
+    assert isinstance(gap, Gap) and gap.unrecovered
+    recovered = [e.chat.id for e in events[1:] if isinstance(e, ChatSent) and e.recovered]
+    assert len(recovered) == 3 and set(recovered) <= {c.id for c in sent}

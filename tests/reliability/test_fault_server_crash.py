@@ -20,6 +20,8 @@ from test_fault_stream import FAST
 
 from concordctl import Client
 
+pytestmark = pytest.mark.slow  # a long run: `pytest -m 'not slow'` skips it
+
 PASSWORD = "crash-admin-pw-" + secrets.token_hex(4)
 
 

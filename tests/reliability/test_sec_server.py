@@ -253,6 +253,7 @@ async def test_token_with_an_id_beyond_64_bits_gets_401(
 # ---------------------------------------------------------------- caps
 
 
+@pytest.mark.slow
 async def test_oversized_chats_are_refused_by_the_cli_with_one_line(
     server: EmbeddedServer, admin_password: str, tmp_path: Path
 ) -> None:
