@@ -399,6 +399,7 @@ def _make_config() -> ServerConfig:
         db_path=":memory:",
         admin_password="admin-" + secrets.token_hex(8),
         online_delay=0.2,
+        open_channels=True,  # a test's users and bots make channels, as upstream lets them
     )
 
 
