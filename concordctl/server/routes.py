@@ -346,8 +346,8 @@ async def patch_server(request: Request) -> Response:
     (unless open channels); the updated server."""
     user = await _authenticate(request)
     state = _state(request)
+    body = await _body(request, p.ServerEdit)  # a 413 comes before a 403
     _channel_admin(state, user, "edit the server")
-    body = await _body(request, p.ServerEdit)
     name = _name(body.name)
     description = _optional_text(body.description, "description", 1000)
     return json_response(await state.store.update_server(name, description))
@@ -395,8 +395,8 @@ async def create_channel(request: Request) -> Response:
     channels); broadcasts channel_created and channels_updated for moved siblings."""
     user = await _authenticate(request)
     state = _state(request)
+    body = await _body(request, p.NewChannel)  # a 413 comes before a 403
     _channel_admin(state, user, "create channels")
-    body = await _body(request, p.NewChannel)
     name = _name(body.name)
     if name is None:
         raise ApiError(400, "name must be 1-100 characters")
@@ -431,8 +431,8 @@ async def patch_channel(request: Request) -> Response:
     user = await _authenticate(request)
     state = _state(request)
     channel_id = parse_id(request.path_params["channel_id"], "channelId")
+    body = await _body(request, p.ChannelEdit)  # a 413 comes before a 403
     _channel_admin(state, user, "edit channels")
-    body = await _body(request, p.ChannelEdit)
     name = _name(body.name)
     description = _optional_text(body.description, "description", 1000)
     if not await state.store.channel_exists(channel_id):

@@ -40,8 +40,11 @@ def is_postgres_url(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
 
 
-async def open_store(db: str) -> Store:
+async def open_store(db: str, *, connect_timeout: float = 10.0) -> Store:
     """Open (creating and migrating as needed) the database ``db``.
+
+    ``connect_timeout``: seconds to keep trying a PostgreSQL server that does
+    not answer.
 
     Raises :class:`StoreError` with a one-line reason when it cannot be used
     (unreachable server, unwritable file, schema too new).
@@ -49,7 +52,7 @@ async def open_store(db: str) -> Store:
     if is_postgres_url(db):
         from concordctl.server.store.postgres import PostgresBackend
 
-        backend: Backend = await PostgresBackend.open(db)
+        backend: Backend = await PostgresBackend.open(db, connect_timeout=connect_timeout)
     else:
         from concordctl.server.store.sqlite import SqliteBackend
 

@@ -162,7 +162,9 @@ class PostgresBackend(Backend):
         self._sql: dict[str, str] = {}
 
     @classmethod
-    async def open(cls, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> PostgresBackend:
+    async def open(
+        cls, url: str, pool_size: int = DEFAULT_POOL_SIZE, connect_timeout: float = 10.0
+    ) -> PostgresBackend:
         """Connect (failing within seconds when the server is not there) and migrate."""
         try:
             import psycopg
@@ -180,7 +182,7 @@ class PostgresBackend(Backend):
             name="concordctl",
         )
         try:
-            await pool.open(wait=True, timeout=10)
+            await pool.open(wait=True, timeout=connect_timeout)
         except (psycopg.Error, Exception) as exc:
             await pool.close()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -114,9 +114,9 @@ _V2_ROLES_KEYS_WORDS = (
     # Usernames are unique by their NFKC + casefold key, not ASCII NOCASE.
     "ALTER TABLE users ADD COLUMN username_key TEXT",
     "UPDATE users SET username_key = concord_username_key(username)",
-    # Two names the old NOCASE rule let in with one key: the later keeps its
-    # exact spelling as key, so nobody is locked out.
-    """UPDATE users SET username_key = username WHERE id IN (
+    # Two names the old NOCASE rule let in with one key ("Ärger", "ärger"):
+    # the later one logs in as "ärger#<its id>" from now on.
+    """UPDATE users SET username_key = username_key || '#' || id WHERE id IN (
         SELECT u.id FROM users u JOIN users v
         ON u.username_key = v.username_key AND v.id < u.id)""",
     "CREATE UNIQUE INDEX users_username_key ON users (username_key)",
