@@ -24,7 +24,13 @@ PasswordStdinOption = Annotated[
 ]
 UsernameOption = Annotated[
     str | None,
-    typer.Option("--username", "-u", help="User name. [env: CONCORD_USERNAME]", show_default=False),
+    typer.Option(
+        "--username",
+        "-u",
+        metavar="NAME",
+        help="User name. [env: CONCORD_USERNAME]",
+        show_default=False,
+    ),
 ]
 
 auth_app = typer.Typer(
@@ -174,7 +180,9 @@ def whoami(*, conn: Connection) -> None:
 
 @server_command(app, json=True)
 def register(
-    username: Annotated[str, typer.Option("--username", "-u", help="The new user's name.")],
+    username: Annotated[
+        str, typer.Option("--username", "-u", metavar="NAME", help="The new user's name.")
+    ],
     password_stdin: PasswordStdinOption = False,
     *,
     conn: Connection,

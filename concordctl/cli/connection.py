@@ -8,6 +8,7 @@ uses the very same code as the full command line without importing Typer.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ from concordctl.errors import ConcordError, TimedOut, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.client import Client
     from concordctl.config import Settings
-    from concordctl.rest import RestClient
 
 __all__ = ["DEFAULT_TIMEOUT", "ENV_TIMEOUT", "Connection", "default_timeout", "note", "run_async"]
 
@@ -124,28 +124,6 @@ class Connection:
         settings = self.settings(username=username, password=password, token=token)
         return Client(settings=settings)
 
-    def rest(self) -> RestClient:
-        """Just the REST client, for one-shot commands that need nothing else.
-
-        ``concordctl.client`` still imports the websocket stack eagerly; a
-        CI notification should not pay for that at start-up.
-        """
-        from concordctl.config import ssl_context
-        from concordctl.rest import RestClient
-
-        settings = self.settings()
-        tls = ssl_context(settings)  # None for http://
-        # For http:// there is nothing to verify, and httpx's default would load
-        # the CA bundle (~90 ms) for nothing. Redirects are not followed.
-        return RestClient(
-            settings.base_url,
-            username=settings.username,
-            password=settings.password,
-            token=settings.token,
-            timeout=settings.timeout,
-            verify=tls if tls is not None else False,
-        )
-
     def run(self, body: Callable[[Client], Awaitable[T]], *, deadline: bool = True) -> T:
         """Open the client, run ``body(client)`` under the deadline, close it."""
 
@@ -186,7 +164,7 @@ class Connection:
 
             better = diagnose(self._settings, exc)
             if better is exc:
-                raise
+                raise _as_asked(exc, self.command) from None
             raise better from exc
 
     @property
@@ -201,6 +179,18 @@ class Connection:
             print_json(value, jq=self.jq)
         else:
             human()
+
+
+_INTERNAL_STEP = re.compile(r"^[^:]{1,80} failed: ")
+
+
+def _as_asked(exc: ConcordError, command: str) -> ConcordError:
+    """``exc`` named after what the user asked (``send: ...``), not the client's
+    internal step (``list channels failed: ...``)."""
+    if _INTERNAL_STEP.match(exc.message):
+        exc.message = f"{command}: " + _INTERNAL_STEP.sub("", exc.message, count=1)
+        exc.args = (exc.message,)
+    return exc
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -294,7 +294,9 @@ def run_command(
     ],
     attr: Annotated[
         str | None,
-        typer.Option("--attr", help="Name of the Bot in the file (when it holds several)."),
+        typer.Option(
+            "--attr", metavar="NAME", help="Name of the Bot in the file (when it holds several)."
+        ),
     ] = None,
     reload: Annotated[
         bool, typer.Option("--reload", help="Swap in edited handlers when the file changes.")
@@ -303,6 +305,7 @@ def run_command(
         Path | None,
         typer.Option(
             "--replay",
+            metavar="FILE",
             help="Feed this NDJSON recording (concordctl tail --json, or a dead-letter file) "
             "through the handlers, then exit.",
             exists=True,
@@ -319,12 +322,16 @@ def run_command(
     ] = False,
     health_file: Annotated[
         Path | None,
-        typer.Option("--health-file", help="Touch this file every second while healthy."),
+        typer.Option(
+            "--health-file", metavar="FILE", help="Touch this file every second while healthy."
+        ),
     ] = None,
     dead_letters: Annotated[
         Path | None,
         typer.Option(
-            "--dead-letters", help="Append events whose handler failed to this NDJSON file."
+            "--dead-letters",
+            metavar="FILE",
+            help="Append events whose handler failed to this NDJSON file.",
         ),
     ] = None,
     log_level: Annotated[

@@ -112,7 +112,7 @@ def wait(
             from concordctl.cli.sanitize import one_line
 
             what = (
-                f"chat matching {match!r}"
+                f"chat matching '{match}'"
                 if match is not None
                 else f"{emoji} reaction on chat {on}"
             )

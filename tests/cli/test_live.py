@@ -16,6 +16,7 @@ import pytest
 from concordctl.server import ServerThread
 from tests.cli.conftest import Account, Proc, Secrets, send, wait_online
 from tests.helpers import admin_http
+from tests.helpers.timing import UNIT
 
 Spawn = Callable[..., Proc]
 
@@ -395,7 +396,9 @@ def test_tail_with_a_token_never_imports_the_http_stack(
 
 def test_debug_logs_never_show_the_token(spawn: Spawn, alice: Account, general: int) -> None:
     send(alice, general, "before")
-    tail = spawn("--debug", "tail", "general", "--backfill", "1", "--timeout", "1", env=alice.env)
+    # Long enough for the websocket to open (and its URL to be logged) on a busy machine.
+    wait = str(3 * UNIT)
+    tail = spawn("--debug", "tail", "general", "--backfill", "1", "--timeout", wait, env=alice.env)
     result = tail.finish()  # Proc checks every secret against stdout and stderr
     assert result.code == 124
     assert "token=***" in result.err  # the websocket URL was logged, redacted
