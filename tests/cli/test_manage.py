@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 import respx
 
+from concordctl.server import ServerConfig
 from tests.cli.conftest import Account, Result, Secrets
 
 Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def server_config(server_config: ServerConfig) -> ServerConfig:
+    # Channel management is admin-only here, as on a real server (the suite's
+    # default server lets every test user make channels).
+    return dataclasses.replace(server_config, open_channels=False)
 
 
 def _channel_names(account: Account) -> dict[str, dict[str, object]]:
