@@ -194,6 +194,40 @@ class Calls:
             if token is not None:
                 answering_self.reset(token)
 
+    def run_inline(self, route: Route, ev: Any, ctx: Context) -> str | None:
+        """A command that cannot suspend, run as its chat arrives (see Route.inline_command).
+
+        Returns the answer to queue (a refusal, an argument error, a cooldown), if any.
+        """
+        try:
+            for check in route.checks:
+                if not check(ctx):
+                    return route.denied
+            args: list[Any] = []
+            kwargs: dict[str, Any] = {}
+            sig = route.signature
+            if sig is not None:
+                args, kwargs = sig.bind(ctx.text, ctx._words)
+            cd = route.cooldown
+            if cd is not None:
+                now = self._host.loop.time()
+                wait = self._buckets.retry_after(route, cd, author_of(ev), channel_of(ev), now)
+                if wait:
+                    template = route.cooldown_message or self._host.table.options.cooldown_message
+                    return template.format(
+                        command=ctx.prefix + ctx.command, seconds=seconds_text(wait)
+                    )
+            for _ in route.fn(ctx, *args, **kwargs).__await__():
+                raise RuntimeError("an await-free handler suspended")  # cannot happen
+        except ArgumentError as exc:
+            return f"{exc}\nusage: {ctx.usage}"
+        except SendLoopError:
+            pass
+        except Exception as exc:
+            log.error("handler %s raised on %s", route.name, describe(ev), exc_info=exc)
+            self.reporter.failed(HandlerError(route.name, exc, event=ev, ctx=ctx, kind=route.kind))
+        return None
+
     def timed_out(self, route: Route, ev: Any, payload: Any) -> None:
         """A lane call ran past its timeout and was cancelled."""
         limit = route.limit(self._host.table.options.timeout)
@@ -219,7 +253,8 @@ class Calls:
         kwargs: dict[str, Any] = {}
         sig = route.signature
         if sig is not None:
-            args, kwargs = sig.bind(ctx.text, tokenize(ctx.text))
+            words = ctx._words if ctx._words is not None else tokenize(ctx.text)
+            args, kwargs = sig.bind(ctx.text, words)
             if sig.lookups:
                 args = [await self._resolve(v) for v in args]
                 kwargs = {k: await self._resolve(v) for k, v in kwargs.items()}

@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Literal, NamedTuple, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from concordctl.errors import ConcordError, UsageError
 from concordctl.protocol import Channel, FullUser
@@ -79,12 +79,9 @@ class ArgumentError(ConcordError):
     exit_code = 2
 
 
-class Token(NamedTuple):
-    """One word of a command: its value, where it starts in the text, whether it was quoted."""
-
-    text: str
-    start: int
-    quoted: bool
+#: One word of a command: (its value, where it starts in the text, whether it was quoted).
+#: A plain tuple: a command line makes several, and a tuple is the cheapest to make.
+Token = tuple[str, int, bool]
 
 
 # -- words ------------------------------------------------------------------
@@ -97,11 +94,8 @@ def split_command(content: str, prefix: str) -> tuple[str, str] | None:
     body = content[len(prefix) :]
     if not body or body[0].isspace():
         return None
-    end = 0
-    n = len(body)
-    while end < n and not body[end].isspace():
-        end += 1
-    return body[:end].lower(), body[end:].lstrip()
+    parts = body.split(None, 1)
+    return parts[0].lower(), parts[1] if len(parts) > 1 else ""
 
 
 def _closing_quote(text: str, quote: str, start: int) -> int:
@@ -123,8 +117,13 @@ def _closing_quote(text: str, quote: str, start: int) -> int:
     return -1
 
 
+_WORD = re.compile(r"\S+")
+
+
 def tokenize(text: str) -> list[Token]:
     """Cut ``text`` into words; see the module docstring for the rules."""
+    if '"' not in text and "'" not in text:  # most commands: no quoting at all
+        return [(m.group(), m.start(), False) for m in _WORD.finditer(text)]
     words: list[Token] = []
     i = 0
     n = len(text)
@@ -139,13 +138,13 @@ def tokenize(text: str) -> list[Token]:
                 inner = text[i + 1 : close]
                 if "\\" in inner:
                     inner = re.sub(r"\\([\\" + ch + "])", r"\1", inner)
-                words.append(Token(inner, i, True))
+                words.append((inner, i, True))
                 i = close + 1
                 continue
         start = i
         while i < n and not text[i].isspace():
             i += 1
-        words.append(Token(text[start:i], start, False))
+        words.append((text[start:i], start, False))
     return words
 
 
@@ -155,7 +154,7 @@ def parse_command(content: str, prefix: str) -> tuple[str, list[str], str] | Non
     if found is None:
         return None
     name, body = found
-    return name, [t.text for t in tokenize(body)], body.strip()
+    return name, [t[0] for t in tokenize(body)], body.strip()
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|w)", re.I)
@@ -256,8 +255,11 @@ class _Kind:
 
 
 def _lookup_kind(kind: Literal["user", "channel"]) -> Callable[[str], Any]:
+    mark = "@" if kind == "user" else "#"
+
     def convert(word: str) -> Any:
-        return Lookup(kind, word, "")
+        ref = word[1:] if word.startswith(mark) and len(word) > 1 else word
+        return Lookup(kind, ref, "")
 
     return convert
 
@@ -402,6 +404,12 @@ class CommandSignature:
         self.options = {p.flag: p for p in params if p.option}
         self.usage = usage
         self.lookups = any(p.kind.lookup for p in params)
+        # For the common shape (one word per parameter), a quicker binder.
+        self._simple = not any(p.many or p.rest or p.var for p in params)
+        self._required_positional = sum(1 for p in self.positional if p.required)
+        self._positional_defaults = [p.default for p in self.positional]
+        self._option_defaults = {p.name: p.default for p in params if p.option and not p.required}
+        self._required_options = [p for p in params if p.option and p.required]
 
     @classmethod
     def of(cls, fn: Callable[..., Any], display: str) -> CommandSignature | None:
@@ -457,6 +465,43 @@ class CommandSignature:
 
     def bind(self, body: str, words: list[Token]) -> tuple[list[Any], dict[str, Any]]:
         """Positional and keyword arguments for the handler, or an :class:`ArgumentError`."""
+        if not self._simple:
+            return self._bind(body, words)
+        positional = self.positional
+        options = self.options
+        convert = self._convert
+        args: list[Any] = []
+        kwargs = dict(self._option_defaults)
+        i = 0
+        n = len(words)
+        while i < n:
+            text, _, quoted = words[i]
+            i += 1
+            if options and not quoted and text.startswith("--"):
+                p = options.get(text)
+                if p is None:  # --x=1, --no-x, --x_y, --, a typo: the general binder
+                    return self._bind(body, words)
+                if p.kind.is_bool:
+                    kwargs[p.name] = True
+                    continue
+                if i >= n:
+                    raise ArgumentError(f"{p.flag}: needs a value")
+                kwargs[p.name] = convert(p, words[i][0], p.flag)
+                i += 1
+                continue
+            if len(args) >= len(positional):
+                raise ArgumentError(f"unexpected argument {text!r}")
+            args.append(convert(positional[len(args)], text))
+        if len(args) < self._required_positional:
+            raise ArgumentError(f"{positional[len(args)].name}: missing")
+        if len(args) < len(positional):
+            args.extend(self._positional_defaults[len(args) :])
+        for p in self._required_options:
+            if p.name not in kwargs:
+                raise ArgumentError(f"{p.flag}: missing")
+        return args, kwargs
+
+    def _bind(self, body: str, words: list[Token]) -> tuple[list[Any], dict[str, Any]]:
         values: dict[str, Any] = {}
         positional = self.positional
         options = self.options
@@ -467,8 +512,8 @@ class CommandSignature:
         while i < n:
             tok = words[i]
             i += 1
-            text = tok.text
-            if not end_of_options and not tok.quoted and text.startswith("--"):
+            text = tok[0]
+            if not end_of_options and not tok[2] and text.startswith("--"):
                 if text == "--":
                     end_of_options = True
                     continue
@@ -479,7 +524,7 @@ class CommandSignature:
                     raise ArgumentError(f"unexpected argument {text!r}")
                 p = positional[index]
                 if p.rest:
-                    values[p.name] = body[tok.start :]
+                    values[p.name] = body[tok[1] :]
                     return self._finish(values)
                 if p.many:
                     try:
@@ -496,9 +541,13 @@ class CommandSignature:
         return self._finish(values)
 
     def _option(self, text: str, words: list[Token], i: int, values: dict[str, Any]) -> int:
-        name, eq, value = text.partition("=")
-        flag = name.replace("_", "-").lower()
-        p = self.options.get(flag)
+        p = self.options.get(text)
+        if p is not None:  # the common case: --name exactly as declared
+            name, eq, value, flag = text, "", "", text
+        else:
+            name, eq, value = text.partition("=")
+            flag = name.replace("_", "-").lower()
+            p = self.options.get(flag)
         negated = False
         if p is None and flag.startswith("--no-"):
             p = self.options.get("--" + flag[5:])
@@ -517,7 +566,7 @@ class CommandSignature:
         if not eq:
             if i >= len(words):
                 raise ArgumentError(f"{p.flag}: needs a value")
-            value = words[i].text
+            value = words[i][0]
             i += 1
         converted = self._convert(p, value, p.flag)
         if p.many:

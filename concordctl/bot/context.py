@@ -57,7 +57,7 @@ class Context:
     too (``event`` is then the event, or None for a periodic task or hook).
     """
 
-    __slots__ = ("_host", "args", "command", "event", "match", "prefix", "route", "text")
+    __slots__ = ("_args", "_host", "_words", "command", "event", "match", "prefix", "route", "text")
 
     def __init__(
         self,
@@ -73,11 +73,25 @@ class Context:
         self._host = host
         self.event = event
         self.command = command
-        self.args = args if args is not None else []
+        self._args = args
         self.text = text
         self.prefix = prefix
         self.match = match
         self.route = route
+        self._words: Any = None  # the tokens of ``text``, kept by dispatch for binding
+
+    @property
+    def args(self) -> list[str]:
+        """The command's words (quotes removed): ``!deploy web 'a b'`` -> ``["web", "a b"]``."""
+        args = self._args
+        if args is None:
+            words = self._words
+            args = self._args = [t[0] for t in words] if words is not None else []
+        return args
+
+    @args.setter
+    def args(self, value: list[str]) -> None:
+        self._args = value
 
     @property
     def bot(self) -> Any:

@@ -190,13 +190,19 @@ class Dispatcher:
             match = self.accepts(route, ev)
             if match is _NO:
                 return
-        args = [t.text for t in tokenize(body)]
-        ctx = Context(self._host, ev, name, args, body.strip(), prefix, None, route)
+        words = tokenize(body)
+        ctx = Context(self._host, ev, name, None, body.rstrip(), prefix, None, route)
+        ctx._words = words
         if match is _DENIED:
             if route.denied:
                 self._lanes.enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, route.denied), own))
             return
         ctx.match = match
+        if route.inline_command and not table.middleware and not own:
+            answer = self._calls.run_inline(route, ev, ctx)
+            if answer:
+                self._lanes.enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, answer), own))
+            return
         self._lanes.enqueue(route, ev.chat.channel_id, (ev, ctx, own))
 
 

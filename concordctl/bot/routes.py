@@ -86,6 +86,8 @@ class Route:
     seconds: float = 0.0  # every
     now: bool = False  # every: first run at once
     inline: bool = field(init=False, default=False)
+    #: A command whose handler and checks cannot suspend and that looks nothing up.
+    inline_command: bool = field(init=False, default=False)
     filtered: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +108,14 @@ class Route:
             and never_suspends(self.fn)
         )
         object.__setattr__(self, "inline", inline)
+        inline_command = (
+            self.kind == "command"
+            and self.is_async
+            and not any(is_async(c) for c in self.checks)
+            and not (self.signature is not None and self.signature.lookups)
+            and never_suspends(self.fn)
+        )
+        object.__setattr__(self, "inline_command", inline_command)
 
     def limit(self, default: float | None) -> float | None:
         return self.timeout if self.timeout is not None else default
