@@ -44,7 +44,12 @@ class Host(Protocol):
     async def may_run(self, route: Route, ctx: Context) -> bool: ...
 
     async def wait_for_event(
-        self, types: frozenset[str] | None, predicate: Any, timeout: float | None
+        self,
+        types: frozenset[str] | None,
+        predicate: Any,
+        timeout: float | None,
+        *,
+        consume: bool = False,
     ) -> Event: ...
 
 
@@ -154,6 +159,60 @@ class Context:
             raise UsageError("ctx.react: this call has no chat to react to")
         await self._host.client.react(chat_id, reaction)
 
+    async def wait_for_reply(
+        self, *, match: str | re.Pattern[str] | None = None, timeout: float | None = 60.0
+    ) -> Chat:
+        """The next chat by the same author in the same channel and thread (TimeoutError).
+
+        The handler's lane goes on meanwhile (other users' commands run), the
+        wait does not count against its timeout, and the answer is not also
+        dispatched as a command.
+        """
+        chat = self.chat
+        pattern = re.compile(match) if isinstance(match, str) else match
+
+        def is_answer(ev: Any) -> bool:
+            c = ev.chat
+            return (
+                c.author_id == chat.author_id
+                and c.channel_id == chat.channel_id
+                and c.thread_id == chat.thread_id
+                and c.id != chat.id
+                and (pattern is None or pattern.search(c.content) is not None)
+            )
+
+        types = frozenset(("chat_sent",))
+        found = await self._host.wait_for_event(types, is_answer, timeout, consume=True)
+        assert isinstance(found, ChatSent)
+        return found.chat
+
+    async def wait_for_reaction(
+        self, chat: Chat | int, reaction: str, *, timeout: float | None = 60.0
+    ) -> None:
+        """Until the command's author has put ``reaction`` on ``chat`` (TimeoutError)."""
+        chat_id = chat.id if isinstance(chat, Chat) else chat
+        author = self.chat.author_id
+        client = self._host.client
+
+        async def reacted() -> bool:
+            current = await client.reactions(chat_id)
+            return author in current.reacting_users.get(reaction, [])
+
+        if await reacted():
+            return
+        loop = self._host.loop
+        deadline = None if timeout is None else loop.time() + timeout
+        types = frozenset(("chat_reactions_updated",))
+        while True:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            await self._host.wait_for_event(
+                types,
+                lambda ev: ev.chat_id == chat_id and ev.reactions.get(reaction, 0) > 0,
+                left,
+            )
+            if await reacted():  # the event has counts only: ask who reacted
+                return
+
     async def typing(self) -> None:
         """Show "typing" in the event's channel."""
         channel, thread = self._where()
@@ -204,6 +263,16 @@ class SyncContext:
 
     def typing(self) -> None:
         self.run(self._ctx.typing())
+
+    def wait_for_reply(
+        self, *, match: str | re.Pattern[str] | None = None, timeout: float | None = 60.0
+    ) -> Chat:
+        return self.run(self._ctx.wait_for_reply(match=match, timeout=timeout))
+
+    def wait_for_reaction(
+        self, chat: Chat | int, reaction: str, *, timeout: float | None = 60.0
+    ) -> None:
+        self.run(self._ctx.wait_for_reaction(chat, reaction, timeout=timeout))
 
     def __repr__(self) -> str:
         return "Sync" + repr(self._ctx)

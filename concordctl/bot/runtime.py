@@ -168,10 +168,15 @@ class Runtime:
             return False
 
     async def wait_for_event(
-        self, types: frozenset[str] | None, predicate: Callable[[Any], bool], timeout: float | None
+        self,
+        types: frozenset[str] | None,
+        predicate: Callable[[Any], bool],
+        timeout: float | None,
+        *,
+        consume: bool = False,
     ) -> Event:
         async with self.lanes.suspended():
-            return await self.waiters.wait(types, predicate, timeout)
+            return await self.waiters.wait(types, predicate, timeout, consume=consume)
 
     @property
     def running(self) -> bool:

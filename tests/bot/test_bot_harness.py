@@ -69,3 +69,40 @@ async def test_a_typed_command_resolves_users_against_the_server(concord_harness
     assert (await h.ask("!greet bob --shout")).content.startswith("HELLO BOB")
     reply = await h.ask("!greet nobody")
     assert reply.content.splitlines() == ["who: no user 'nobody'", "usage: !greet <who> [--shout]"]
+
+
+async def test_conversations_free_the_lane_and_the_clock(concord_harness: Harness) -> None:
+    h = concord_harness
+    bot = Bot(timeout=1 * UNIT)
+
+    @bot.command("deploy")
+    async def deploy(ctx: Context, service: str) -> None:
+        ask = await ctx.reply(f"deploy {service}? answer yes/no, or react ✅")
+        try:
+            if service == "api":
+                await ctx.wait_for_reaction(ask, "✅", timeout=5 * UNIT)
+                await ctx.reply("api approved")
+                return
+            answer = await ctx.wait_for_reply(match=r"^(yes|no)\b", timeout=5 * UNIT)
+        except TimeoutError:
+            await ctx.reply("cancelled")
+            return
+        await ctx.reply(f"{service}: {answer.content}")
+
+    await h.start_bot(bot)
+    await h.ask("!deploy web", match="answer yes/no")
+    # bob's command runs while alice's waits in the same lane (same handler, same channel)
+    await h.ask("!deploy db", as_user="bob", match="answer yes/no")
+    maybe = await h.send("maybe", as_user="alice")  # not an answer: no match
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5 * UNIT:  # past the 1 s handler timeout
+        await h.expect_no_reply(maybe, within=0.3 * UNIT)
+    await h.send("yes please", as_user="alice")
+    assert (await h.expect_reply(match="^web:")).content == "web: yes please"
+    await h.send("no", as_user="bob")
+    assert (await h.expect_reply(match="^db:")).content == "db: no"
+    ask = await h.ask("!deploy api", as_user="alice", match="^deploy api")
+    await h.react(ask, "✅", as_user="bob")  # someone else's approval does not count
+    await h.expect_no_reply(ask, within=0.3 * UNIT, match="approved")
+    await h.react(ask, "✅", as_user="alice")
+    await h.expect_reply(match="api approved")
