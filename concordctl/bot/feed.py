@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from concordctl.bot.waiters import Waiters
     from concordctl.protocol import Chat
 
-__all__ = ["CursorStore", "EventSource", "Feed"]
+__all__ = ["CursorStore", "EventSource", "Feed", "client_stream"]
 
 log = logging.getLogger("concordctl.bot")
 
@@ -153,3 +153,29 @@ class Feed:
             self._dispatcher.dispatch_answered(ev)
         else:
             self._dispatcher.dispatch(ev)
+
+
+def client_stream(
+    client: Any, feed_of: Callable[[], Feed | None], heard: Callable[[], None]
+) -> Callable[[int | None], Any]:
+    """A source over ``client.events()`` that keeps the feed's ``connected`` up to date."""
+
+    def on_state(state: Any) -> None:
+        feed = feed_of()
+        if feed is None:
+            return
+        name = getattr(state, "state", "")
+        if name == "connected":
+            if not feed.connected and (feed.events_seen or feed.cursor()):
+                log.info("stream connected again")
+            feed.connected = True
+            heard()
+        elif name in ("reconnecting", "connecting"):
+            if feed.connected:
+                log.warning("stream lost (%s); reconnecting", getattr(state, "error", None) or name)
+            feed.connected = False
+
+    def open_stream(since: int | None) -> Any:
+        return client.events(since=since, on_state=on_state)
+
+    return open_stream

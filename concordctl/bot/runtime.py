@@ -31,7 +31,7 @@ from typing import Any
 from concordctl.bot.calls import Calls, Observer, Reporter
 from concordctl.bot.context import Context
 from concordctl.bot.dispatch import Dispatcher, Filters
-from concordctl.bot.feed import CursorStore, EventSource, Feed
+from concordctl.bot.feed import CursorStore, EventSource, Feed, client_stream
 from concordctl.bot.lanes import Lanes
 from concordctl.bot.policy import CooldownBuckets, passes
 from concordctl.bot.routes import Route, RouteTable
@@ -310,27 +310,10 @@ class Runtime:
             delay = job.seconds - (elapsed % job.seconds) if elapsed > 0 else job.seconds
 
     def _client_source(self) -> Callable[[int | None], Any]:
-        def on_state(state: Any) -> None:
-            feed = self.feed
-            if feed is None:
-                return
-            name = getattr(state, "state", "")
-            if name == "connected":
-                if not feed.connected and (feed.events_seen or feed.cursor()):
-                    log.info("stream connected again")
-                feed.connected = True
-                self._quiet_since = self.loop.time()
-            elif name in ("reconnecting", "connecting"):
-                if feed.connected:
-                    log.warning(
-                        "stream lost (%s); reconnecting", getattr(state, "error", None) or name
-                    )
-                feed.connected = False
+        def heard() -> None:
+            self._quiet_since = self.loop.time()
 
-        def open_stream(since: int | None) -> Any:
-            return self.raw_client.events(since=since, on_state=on_state)
-
-        return open_stream
+        return client_stream(self.raw_client, lambda: self.feed, heard)
 
     # -- maintenance: timeouts, watchdog, health, cursor -----------------
 
