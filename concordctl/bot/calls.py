@@ -211,7 +211,8 @@ class Calls:
             cd = route.cooldown
             if cd is not None:
                 now = self._host.loop.time()
-                wait = self._buckets.retry_after(route, cd, author_of(ev), channel_of(ev), now)
+                c = ev.chat
+                wait = self._buckets.retry_after(route, cd, c.author_id, c.channel_id, now)
                 if wait:
                     template = route.cooldown_message or self._host.table.options.cooldown_message
                     return template.format(

@@ -72,7 +72,9 @@ class Dispatcher:
             own = chat.author_id == self._host.self_id
             if table.has_commands and chat.content.startswith(table.options.prefix):
                 self._command(table, ev, own, None)
-            self._to(table.by_type["chat_sent"], ev, own, None)
+            routes = table.by_type["chat_sent"]
+            if routes:
+                self._to(routes, ev, own, None)
         elif cls is Targeted:
             self._targeted(table, ev)
         elif cls is UnknownEvent:
@@ -174,7 +176,7 @@ class Dispatcher:
         if found is None:
             return
         name, body = found
-        route = table.command(name)
+        route = table.commands.get(name) or table.command(name)
         if only is not None and (route is None or route.name != only):
             return
         if own and not (
