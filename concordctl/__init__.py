@@ -54,7 +54,15 @@ __version__ = "0.1.0"
 
 # name -> module that defines it, imported on first attribute access
 _LAZY: dict[str, str] = {
+    "ArgumentError": "concordctl.bot",
     "Bot": "concordctl.bot",
+    "Call": "concordctl.bot",
+    "Cooldown": "concordctl.bot",
+    "Duration": "concordctl.bot",
+    "HandlerError": "concordctl.bot",
+    "Rest": "concordctl.bot",
+    "Router": "concordctl.bot",
+    "User": "concordctl.bot",
     "Client": "concordctl.client",
     "Context": "concordctl.bot",
     "SendLoopError": "concordctl.bot",
@@ -66,7 +74,20 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from concordctl.bot import Bot, Context, SendLoopError, SyncContext
+    from concordctl.bot import (
+        ArgumentError,
+        Bot,
+        Call,
+        Context,
+        Cooldown,
+        Duration,
+        HandlerError,
+        Rest,
+        Router,
+        SendLoopError,
+        SyncContext,
+        User,
+    )
     from concordctl.client import Client
     from concordctl.config import Settings
     from concordctl.stream import EventStream
@@ -84,8 +105,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "EVENT_TYPES",
+    "ArgumentError",
     "BadRequest",
     "Bot",
+    "Call",
     "Channel",
     "ChannelCreated",
     "ChannelDeleted",
@@ -100,6 +123,8 @@ __all__ = [
     "ConcordError",
     "ConnectionState",
     "Context",
+    "Cooldown",
+    "Duration",
     "Event",
     "EventStream",
     "Forbidden",
@@ -107,11 +132,14 @@ __all__ = [
     "FullChannel",
     "FullUser",
     "Gap",
+    "HandlerError",
     "NotAuthenticated",
     "NotFound",
     "ProtocolViolation",
     "RateLimited",
     "Reactions",
+    "Rest",
+    "Router",
     "SendLoopError",
     "Server",
     "ServerError",
@@ -122,6 +150,7 @@ __all__ = [
     "UnknownEvent",
     "Unreachable",
     "UsageError",
+    "User",
     "UserJoined",
     "UserLeft",
     "UserStatusUpdated",
