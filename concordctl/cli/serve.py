@@ -47,7 +47,7 @@ def serve(
         str | None,
         typer.Option(
             "--db",
-            help="SQLite database file, or :memory: (nothing kept). "
+            help="SQLite database file, :memory: (nothing kept), or postgresql://... "
             "[default: server.db under the user data dir]",
             show_default=False,
         ),
@@ -75,6 +75,18 @@ def serve(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-request log lines.")] = False,
+    open_channels: Annotated[
+        bool,
+        typer.Option(
+            "--open-channels",
+            help="Let any user create, edit and delete channels and edit the server "
+            "(upstream's rule). Default: admins only.",
+        ),
+    ] = False,
+    no_registration: Annotated[
+        bool,
+        typer.Option("--no-registration", help="Refuse new accounts: registration answers 403."),
+    ] = False,
 ) -> None:
     """Run a Concord-compatible server on this machine (SQLite, one process).
 
@@ -88,6 +100,7 @@ def serve(
     import signal
 
     from concordctl.server import EmbeddedServer, ServerConfig, default_db_path
+    from concordctl.server.store import StoreError
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
@@ -112,6 +125,8 @@ def serve(
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         cors_origins=tuple(cors_origin or ()),
+        open_channels=open_channels,
+        registration=not no_registration,
     )
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
@@ -125,6 +140,8 @@ def serve(
             await server.start()
         except OSError as exc:
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
