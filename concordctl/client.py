@@ -26,13 +26,16 @@ from concordctl.backoff import Backoff
 from concordctl.config import Settings, resolve_settings, ssl_context
 from concordctl.errors import NotAuthenticated, NotFound, Unreachable, UsageError, redact_url
 from concordctl.ids import now_ms
-from concordctl.stream import EventStream, StreamState
+from concordctl.streamstate import StreamState
 from concordctl.tokens import token_is_fresh
 
 if TYPE_CHECKING:  # pragma: no cover
+    # Both imported on first use: ``from concordctl import Client`` and a
+    # REST-only command load neither websockets nor httpx.
     from concordctl.rest import RestClient
+    from concordctl.stream import EventStream
 
-__all__ = ["Client", "StreamState", "flatten_channels"]
+__all__ = ["Client", "NameCache", "StreamState", "flatten_channels"]
 
 log = logging.getLogger("concordctl.client")
 
@@ -76,6 +79,37 @@ def _not_found(kind: str, name: str, known: Iterable[str]) -> NotFound:
     return NotFound(f"no {kind} named {name!r}", hint=hint, suggestions=close)
 
 
+class NameCache:
+    """Names by id and ids by name, of one kind (channels or users), for a client's life.
+
+    ``first_wins``: when two ids share a name (channels in different parents),
+    the name keeps resolving to the first one seen.
+    """
+
+    __slots__ = ("first_wins", "ids", "names")
+
+    def __init__(self, *, first_wins: bool = False) -> None:
+        self.names: dict[int, str] = {}
+        self.ids: dict[str, int] = {}
+        self.first_wins = first_wins
+
+    def remember(self, ident: int, name: str) -> None:
+        self.names[ident] = name
+        if self.first_wins:
+            self.ids.setdefault(name, ident)
+        else:
+            self.ids[name] = ident
+
+    def forget(self, ident: int) -> None:
+        name = self.names.pop(ident, None)
+        if name is not None and self.ids.get(name) == ident:
+            del self.ids[name]
+
+    def rename(self, ident: int, name: str) -> None:
+        self.forget(ident)
+        self.remember(ident, name)
+
+
 class Client:
     """Async client for one Concord server; see the module docstring.
 
@@ -98,7 +132,7 @@ class Client:
         config_path: Path | str | None = None,
         ca_cert: str | None = None,
         insecure: bool = False,
-        timeout: float = 10.0,
+        timeout: float | None = None,
         settings: Settings | None = None,
         max_retries: int = 3,
         stream_options: dict[str, Any] | None = None,
@@ -122,10 +156,8 @@ class Client:
         self._closed = False
         self.stream_options: dict[str, Any] = dict(stream_options or {})
         self._streams: list[EventStream] = []
-        self._channel_names: dict[int, str] = {}
-        self._channel_ids: dict[str, int] = {}
-        self._user_names: dict[int, str] = {}
-        self._user_ids: dict[str, int] = {}
+        self._channels = NameCache(first_wins=True)
+        self._users = NameCache()
 
     def __repr__(self) -> str:
         return (
@@ -230,18 +262,37 @@ class Client:
     async def server_info(self) -> p.Server:
         return await self.rest.server()
 
+    async def edit_server(
+        self, *, name: str | None = None, description: str | None = None
+    ) -> p.Server:
+        """Change the server's name or description (an admin's; Forbidden otherwise)."""
+        return await self.rest.edit_server(name=name, description=description)
+
+    async def promote_user(self, user: UserRef) -> p.PromotedUser:
+        """Make a user an admin (an admin's). ``user`` is a name or an id."""
+        uid = _as_id(user)
+        name = (await self.user(uid)).username if uid is not None else str(user).lstrip("@")
+        return await self.rest.promote_user(name)
+
+    async def revoke_tokens(self) -> bool:
+        """Invalidate every token of this user (``logout``); False if the server cannot.
+
+        A server without the endpoint (upstream Concord) answers 404 or 405:
+        then nothing was revoked and the tokens stay valid until they expire.
+        """
+        return await self.rest.revoke_tokens()
+
     # ------------------------------------------------------------------
     # Channels
     # ------------------------------------------------------------------
 
     def _remember_channel(self, channel: p.Channel | p.FullChannel) -> None:
-        self._channel_names[channel.id] = channel.name
-        self._channel_ids.setdefault(channel.name, channel.id)
+        self._channels.remember(channel.id, channel.name)
 
     async def channels(self) -> list[p.FullChannel]:
         """``GET /channels``: the channel tree."""
         tree = await self.rest.channels()
-        self._channel_ids.clear()
+        self._channels.ids.clear()
         for channel in flatten_channels(tree):
             self._remember_channel(channel)
         return tree
@@ -256,8 +307,8 @@ class Client:
         if cid is not None:
             return cid
         name = str(ref).strip().lstrip("#")
-        if name in self._channel_ids:
-            return self._channel_ids[name]
+        if name in self._channels.ids:
+            return self._channels.ids[name]
         return (await self.channel(name)).id
 
     async def channel(self, ref: ChannelRef) -> p.Channel:
@@ -279,13 +330,13 @@ class Client:
 
     async def channel_name(self, channel_id: int) -> str:
         """The channel's name (cached); ``str(channel_id)`` if it no longer exists."""
-        name = self._channel_names.get(channel_id)
+        name = self._channels.names.get(channel_id)
         if name is None:
             try:
                 name = (await self.channel(channel_id)).name
             except NotFound:
                 name = str(channel_id)
-                self._channel_names[channel_id] = name
+                self._channels.names[channel_id] = name
         return name
 
     async def create_channel(
@@ -303,20 +354,28 @@ class Client:
         self._remember_channel(channel)
         return channel
 
+    async def edit_channel(
+        self, channel: ChannelRef, *, name: str | None = None, description: str | None = None
+    ) -> p.Channel:
+        """Rename a channel or change its description (an admin's, unless the server is open)."""
+        cid = await self.channel_id(channel)
+        updated = await self.rest.edit_channel(
+            cid, name=name.lstrip("#") if name is not None else None, description=description
+        )
+        self._channels.rename(cid, updated.name)
+        return updated
+
     async def delete_channel(self, channel: ChannelRef) -> None:
         cid = await self.channel_id(channel)
         await self.rest.delete_channel(cid)
-        name = self._channel_names.pop(cid, None)
-        if name is not None and self._channel_ids.get(name) == cid:
-            del self._channel_ids[name]
+        self._channels.forget(cid)
 
     # ------------------------------------------------------------------
     # Users
     # ------------------------------------------------------------------
 
     def _remember_user(self, user: p.FullUser) -> None:
-        self._user_names[user.id] = user.username
-        self._user_ids[user.username] = user.id
+        self._users.remember(user.id, user.username)
 
     async def users(self) -> list[p.FullUser]:
         users = await self.rest.users()
@@ -343,19 +402,19 @@ class Client:
         if uid is not None:
             return uid
         name = str(ref).strip().lstrip("@")
-        if name in self._user_ids:
-            return self._user_ids[name]
+        if name in self._users.ids:
+            return self._users.ids[name]
         return (await self.user(name)).id
 
     async def user_name(self, user_id: int) -> str:
         """The user's username (cached); ``str(user_id)`` if unknown."""
-        name = self._user_names.get(user_id)
+        name = self._users.names.get(user_id)
         if name is None:
             try:
                 name = (await self.user(user_id)).username
             except NotFound:
                 name = str(user_id)
-                self._user_names[user_id] = name
+                self._users.names[user_id] = name
         return name
 
     # ------------------------------------------------------------------
@@ -462,15 +521,7 @@ class Client:
             async def resolve() -> Sequence[int] | None:
                 return [await self.channel_id(ref) for ref in refs]
 
-        async def fetch(
-            *, channel_id: int | None, after: int, page: int, size: int
-        ) -> list[p.Chat]:
-            return await self.rest.search_chats(
-                channel_id=channel_id, after=after, page=page, size=size
-            )
-
-        async def get_chat(chat_id: int) -> p.Chat:
-            return await self.rest.chat(chat_id)
+        from concordctl.stream import EventStream
 
         opts = {**self.stream_options, **options}
         if "backoff" in opts and isinstance(opts["backoff"], dict):
@@ -480,8 +531,8 @@ class Client:
             get_token=self._stream_token,
             renew_token=self._renew_token,
             can_renew=lambda: self._has_credentials,
-            fetch_chats=fetch,
-            get_chat=get_chat,
+            fetch_chats=self._recovery_page,
+            get_chat=self.get_chat,
             resolve_channels=resolve,
             on_dead_connection=self._reset_rest,
             since=since,
@@ -493,6 +544,13 @@ class Client:
         self._streams = [s for s in self._streams if s.state.state != "closed"]
         self._streams.append(stream)
         return stream
+
+    async def _recovery_page(
+        self, *, channel_id: int | None, after: int, page: int, size: int
+    ) -> list[p.Chat]:
+        return await self.rest.search_chats(
+            channel_id=channel_id, after=after, page=page, size=size
+        )
 
     async def _reset_rest(self) -> None:
         if self._rest is not None:  # no pool yet: nothing to reset
@@ -508,6 +566,8 @@ class Client:
                     return
                 except Unreachable:
                     continue
+        from concordctl.stream import EventStream
+
         stream = EventStream(
             self.settings.ws_url,
             get_token=self._stream_token,

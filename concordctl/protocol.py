@@ -79,6 +79,11 @@ __all__ = [
     "encode",
     "encode_client_frame",
     "encode_event",
+    "event_author_id",
+    "event_channel_id",
+    "event_content",
+    "event_thread_id",
+    "to_builtins",
 ]
 
 OnlineStatus: TypeAlias = Literal["ONLINE", "OFFLINE"]
@@ -219,26 +224,18 @@ class ReactionChange(_Model):
     adding: bool
 
 
-class NewChannel(_Model, omit_defaults=True):
-    name: str
-    description: str | UnsetType | None = UNSET
-    parent_channel_id: int | UnsetType | None = UNSET
-    ordinality: int | UnsetType | None = UNSET
-    capabilities: list[str] | UnsetType | None = UNSET
-
-
-# Our extensions (not upstream's): channel and server edits, roles.
+# concordctl's extensions of the contract (agreed by the team; upstream lacks them).
 
 
 class ChannelEdit(_Model, omit_defaults=True):
-    """``PATCH /channels/{id}``: only the fields given change."""
+    """``PATCH /channels/{id}``: the fields to change; UNSET ones stay as they are."""
 
     name: str | UnsetType = UNSET
     description: str | UnsetType | None = UNSET
 
 
 class ServerEdit(_Model, omit_defaults=True):
-    """``PATCH /server``: only the fields given change."""
+    """``PATCH /server``."""
 
     name: str | UnsetType = UNSET
     description: str | UnsetType | None = UNSET
@@ -256,6 +253,14 @@ class PromotedUser(_Model):
     id: int
     username: str
     admin: bool
+
+
+class NewChannel(_Model, omit_defaults=True):
+    name: str
+    description: str | UnsetType | None = UNSET
+    parent_channel_id: int | UnsetType | None = UNSET
+    ordinality: int | UnsetType | None = UNSET
+    capabilities: list[str] | UnsetType | None = UNSET
 
 
 # --------------------------------------------------------------------------
@@ -331,16 +336,20 @@ class UserStatusUpdated(_Event, tag="user_status_updated"):
 GAP_TYPE = "concordctl.gap"
 
 
-class Gap(_Event, tag=GAP_TYPE):
+class Gap(_Event, tag=GAP_TYPE, omit_defaults=True):
     """Synthetic, never sent by a server: the stream was disconnected.
 
     Between ``since`` and ``until`` (epoch milliseconds) edits, deletions,
     reactions and typing may have been missed. Chats sent meanwhile were
-    recovered and arrive as ``ChatSent`` with ``recovered=True``.
+    recovered and arrive as ``ChatSent`` with ``recovered=True``, unless
+    ``unrecovered`` is true: then recovery stopped at its limit (chats or
+    bytes per gap) and older chats of the interval were not recovered either
+    (read them with ``history`` or ``search``). Left out of the JSON unless true.
     """
 
     since: int
     until: int
+    unrecovered: bool = False
 
 
 KnownEvent: TypeAlias = (
@@ -393,6 +402,57 @@ for _tag, _cls in EVENT_CLASSES.items():
 
 #: Every event type name this module knows, the synthetic gap included.
 EVENT_TYPES: frozenset[str] = frozenset(EVENT_CLASSES)
+
+
+# --------------------------------------------------------------------------
+# What an event is about: the one answer for every layer
+# --------------------------------------------------------------------------
+
+
+def event_channel_id(event: Event) -> int | None:
+    """The channel an event is in or about; None for events of no channel.
+
+    ``channel_created`` and ``channels_updated`` are about their channel,
+    ``channel_deleted`` too; user and gap events belong to no channel.
+    """
+    if isinstance(event, ChatSent):
+        return event.chat.channel_id
+    if isinstance(event, ChatEdited | ChatDeleted | ChatReactionsUpdated | ChatTyping):
+        return event.channel_id
+    if isinstance(event, ChannelCreated | ChannelsUpdated):
+        return event.channel.id
+    if isinstance(event, ChannelDeleted):
+        return event.channel_id
+    return None
+
+
+def event_author_id(event: Event) -> int | None:
+    """Who made the event happen, when the event says: a chat's author, the typist."""
+    if isinstance(event, ChatSent):
+        return event.chat.author_id
+    if isinstance(event, ChatTyping | UserJoined | UserLeft | UserStatusUpdated):
+        return event.user_id
+    if isinstance(event, ChannelCreated | ChannelsUpdated):
+        return event.channel.created_by_user_id
+    return None
+
+
+def event_thread_id(event: Event) -> int | None:
+    """The thread (a chat id) the event is in; None outside a thread."""
+    if isinstance(event, ChatSent):
+        return event.chat.thread_id
+    if isinstance(event, ChatEdited | ChatDeleted | ChatReactionsUpdated | ChatTyping):
+        return event.thread_id
+    return None
+
+
+def event_content(event: Event) -> str | None:
+    """The text of a chat event (sent or edited); None for the others."""
+    if isinstance(event, ChatSent):
+        return event.chat.content
+    if isinstance(event, ChatEdited):
+        return event.content
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from concordctl import protocol as p
@@ -28,7 +29,9 @@ from concordctl.ids import EPOCH_MS, snowflake_id, snowflake_time
 __all__ = [
     "SNOWFLAKE_EPOCH_MS",
     "FetchChats",
+    "Recovered",
     "SeenChats",
+    "recover_chats",
     "recover_missed_chats",
     "select_recovered",
     "snowflake_id",
@@ -134,6 +137,58 @@ class FetchChats(Protocol):
     ) -> Awaitable[list[p.Chat]]: ...
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """What a recovery found; ``complete`` is False when it stopped at a limit."""
+
+    chats: list[p.Chat]
+    complete: bool = True
+
+
+async def recover_chats(
+    fetch: FetchChats,
+    *,
+    after: int,
+    channel_ids: Sequence[int] | None,
+    page_size: int = 100,
+    max_pages: int = 10_000,
+    max_chats: int = 10_000,
+    max_bytes: int = 16 * 2**20,
+) -> Recovered:
+    """Every chat with ``createdAt > after`` (per channel if given), unordered.
+
+    Pages until a page is empty (not merely short: a server may cap ``size``)
+    or brings nothing new (a server that ignores ``page``). Newest-first pages
+    with chats arriving meanwhile shift older chats to later pages, which
+    repeats some (de-duplicated by the caller) but skips none.
+
+    Bounded: after ``max_chats`` chats or ``max_bytes`` bytes of content (the
+    newest, as pages come newest first) it stops with ``complete=False``, so
+    recovery pages that never end cannot grow memory without bound.
+    """
+    found: dict[int, p.Chat] = {}
+    size = 0
+    for channel_id in channel_ids if channel_ids else [None]:
+        for page in range(max_pages):
+            chats = await fetch(channel_id=channel_id, after=after, page=page, size=page_size)
+            before = len(found)
+            for chat in chats:
+                if chat.id not in found:
+                    size += len(chat.content) + 64  # about its memory, cheaply
+                    found[chat.id] = chat
+                if len(found) >= max_chats or size >= max_bytes:
+                    log.warning(
+                        "recovery stopped at its limit (%d chats, %d bytes)", len(found), size
+                    )
+                    return Recovered(list(found.values()), complete=False)
+            if not chats or len(found) == before:
+                break
+        else:
+            log.warning("recovery stopped after %d pages of channel %s", max_pages, channel_id)
+            return Recovered(list(found.values()), complete=False)
+    return Recovered(list(found.values()))
+
+
 async def recover_missed_chats(
     fetch: FetchChats,
     *,
@@ -142,22 +197,8 @@ async def recover_missed_chats(
     page_size: int = 100,
     max_pages: int = 10_000,
 ) -> list[p.Chat]:
-    """Every chat with ``createdAt > after`` (per channel if given), unordered.
-
-    Pages until a page is empty (not merely short: a server may cap ``size``)
-    or brings nothing new (a server that ignores ``page``). Newest-first pages
-    with chats arriving meanwhile shift older chats to later pages, which
-    repeats some (de-duplicated by the caller) but skips none.
-    """
-    found: dict[int, p.Chat] = {}
-    for channel_id in channel_ids if channel_ids else [None]:
-        for page in range(max_pages):
-            chats = await fetch(channel_id=channel_id, after=after, page=page, size=page_size)
-            before = len(found)
-            for chat in chats:
-                found[chat.id] = chat
-            if not chats or len(found) == before:
-                break
-        else:
-            log.warning("recovery stopped after %d pages of channel %s", max_pages, channel_id)
-    return list(found.values())
+    """:func:`recover_chats`' chats alone (the older spelling, kept for its callers)."""
+    found = await recover_chats(
+        fetch, after=after, channel_ids=channel_ids, page_size=page_size, max_pages=max_pages
+    )
+    return found.chats

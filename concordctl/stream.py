@@ -51,8 +51,7 @@ import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import websockets
@@ -61,6 +60,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from concordctl import protocol as p
 from concordctl.backoff import Backoff
+from concordctl.cursor import Recovery, StreamCursor
 from concordctl.errors import (
     ConcordError,
     NotAuthenticated,
@@ -73,19 +73,23 @@ from concordctl.recovery import (
     SNOWFLAKE_EPOCH_MS,
     FetchChats,
     SeenChats,
+    recover_chats,
     recover_missed_chats,
     select_recovered,
     snowflake_id,
     snowflake_time,
 )
+from concordctl.streamstate import ConnectionState, StreamState, transition
 
 __all__ = [
     "SNOWFLAKE_EPOCH_MS",
+    "ConnectionState",
     "EventStream",
     "SeenChats",
     "StreamState",
     "WarnLimiter",
     "close_reason",
+    "now_ms",
     "recover_missed_chats",
     "select_recovered",
     "snowflake_id",
@@ -93,23 +97,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("concordctl.stream")
-
-StateName = Literal["connecting", "connected", "reconnecting", "closed"]
-
-
-@dataclass(frozen=True)
-class StreamState:
-    """A state change of the stream, for ``on_state`` callbacks.
-
-    ``attempt`` counts the connection attempts since the last success;
-    ``delay`` is the wait before the next one (reconnecting); ``error`` says
-    why the previous connection or attempt ended.
-    """
-
-    state: StateName
-    attempt: int = 0
-    delay: float | None = None
-    error: str | None = None
 
 
 def close_reason(exc: ConnectionClosed) -> str:
@@ -161,7 +148,9 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 # protocol.decode_event, which sorts unknown types from malformed frames.
 _event_decoder: msgspec.json.Decoder[p.KnownEvent] = msgspec.json.Decoder(p.KnownEvent)
 
-_CHANNEL_EVENTS = (p.ChatEdited, p.ChatDeleted, p.ChatReactionsUpdated, p.ChatTyping)
+# Not only FrameError: msgspec lets UnicodeDecodeError out for invalid UTF-8
+# in a string, and bad input must never end the stream.
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
 
 class _RecoveryFailed(Exception):
@@ -201,6 +190,8 @@ class EventStream:
         recovery_page_size: int = 100,
         seen_window: int = 10_000,
         bad_frame_interval: float = 1.0,
+        recovery_max_chats: int = 10_000,
+        recovery_max_bytes: int = 16 * 2**20,
     ) -> None:
         self.ws_url = ws_url
         self._get_token = get_token
@@ -223,24 +214,32 @@ class EventStream:
         self.max_size = max_size
         self.recovery_margin_ms = int(recovery_margin * 1000)
         self.recovery_page_size = recovery_page_size
-        self.seen = SeenChats(seen_window)
+        self.recovery_max_chats = recovery_max_chats
+        self.recovery_max_bytes = recovery_max_bytes
+        # Every decision about frames (seen, recovery, gaps, filters) is the cursor's.
+        self.cursor = StreamCursor(
+            since=since,
+            since_time=since_time,
+            margin_ms=self.recovery_margin_ms,
+            window=seen_window,
+        )
         self.bad_frame_interval = bad_frame_interval
         self._last_in_place = float("-inf")
-        self._channels: frozenset[int] | None = None
-        self._channel_list: list[int] | None = None
+        self._channel_list: list[int] | None = None  # recovery asks per channel, in order
         self._ws: ClientConnection | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
-        self._alive_at = 0  # epoch ms when the connection was last known alive
+        self._attempts = 0  # connection attempts before the current socket
         self._bad_frames = WarnLimiter()
+        self._error: str | None = None  # why the last connection or attempt ended
         self._iterating = False
         self._closed = False
         self._closing = asyncio.Event()
         self._gen: AsyncIterator[p.Event] | None = None
-        self.state = StreamState("connecting")
+        self.state = StreamState(ConnectionState.CONNECTING)  # before the first attempt
         self.reconnects = 0
 
     def __repr__(self) -> str:
-        return f"EventStream(url={redact_url(self.ws_url)!r}, state={self.state.state!r})"
+        return f"EventStream(url={redact_url(self.ws_url)!r}, state={str(self.state.state)!r})"
 
     def __aiter__(self) -> AsyncIterator[p.Event]:
         if self._gen is None:
@@ -266,7 +265,7 @@ class EventStream:
                 await gen.aclose()  # type: ignore[attr-defined]
         await self._drop_connection()
         if self.state.state != "closed":
-            self._set_state(StreamState("closed"))
+            self._set_state(StreamState(ConnectionState.CLOSED))
 
     @property
     def connected(self) -> bool:
@@ -292,7 +291,7 @@ class EventStream:
     # ------------------------------------------------------------------
 
     def _set_state(self, state: StreamState) -> None:
-        self.state = state
+        self.state = transition(self.state, state)
         log.info(
             "stream %s%s%s%s",
             state.state,
@@ -319,6 +318,7 @@ class EventStream:
             close_timeout=2.0,
             max_size=self.max_size,
             max_queue=self.max_queue,
+            compression=None,  # no permessage-deflate: a small frame cannot inflate to GBs
             proxy=None,
             logger=_RedactingLogger(logging.getLogger("concordctl.stream.ws"), {}),
             user_agent_header="concordctl",
@@ -376,7 +376,7 @@ class EventStream:
             if attempt or not first:
                 delay = max(self.backoff.delay(attempt), at_least)
                 attempt += 1
-                self._set_state(StreamState("reconnecting", attempt, delay, error))
+                self._set_state(StreamState(ConnectionState.RECONNECTING, attempt, delay, error))
                 # Woken early by aclose(), so closing never waits out a backoff.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -385,7 +385,7 @@ class EventStream:
                     return None
             else:
                 attempt += 1
-                self._set_state(StreamState("connecting", attempt))
+                self._set_state(StreamState(ConnectionState.CONNECTING, attempt))
             try:
                 ws = await self._attempt()
             except NotAuthenticated:
@@ -402,8 +402,7 @@ class EventStream:
                     await ws.close()
                     return None
                 self._ws = ws
-                self._alive_at = now_ms()
-                self._set_state(StreamState("connected", attempt))
+                self._attempts = attempt
                 self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive(ws))
                 return ws
 
@@ -443,11 +442,16 @@ class EventStream:
                 return
             except ConnectionClosed:
                 return
-            self._alive_at = sent
+            self.cursor.alive(sent)
 
     # ------------------------------------------------------------------
-    # Recovery
+    # Recovery (what to ask and keep is the cursor's; this only fetches)
     # ------------------------------------------------------------------
+
+    @property
+    def seen(self) -> SeenChats:
+        """The ids already yielded (the cursor's)."""
+        return self.cursor.seen
 
     async def _fetch_page(
         self, *, channel_id: int | None, after: int, page: int, size: int
@@ -455,23 +459,26 @@ class EventStream:
         assert self._fetch_chats is not None
         return await self._fetch_chats(channel_id=channel_id, after=after, page=page, size=size)
 
-    async def _recover(self, after: int, after_id: int | None) -> list[p.Chat]:
+    async def _recover(self, recovery: Recovery) -> list[p.Event]:
+        """The Gap and the recovered chats; _RecoveryFailed when REST failed."""
         if self._fetch_chats is None:
-            return []
+            return self.cursor.recovered(recovery, [])
         try:
-            chats = await recover_missed_chats(
+            found = await recover_chats(
                 self._fetch_page,
-                after=after,
+                after=recovery.after,
                 channel_ids=self._channel_list,
                 page_size=self.recovery_page_size,
+                max_chats=self.recovery_max_chats,
+                max_bytes=self.recovery_max_bytes,
             )
         except NotAuthenticated:
             raise
         except ConcordError as exc:
             raise _RecoveryFailed(str(exc)) from None
-        return select_recovered(chats, self.seen, after_id=after_id)
+        return self.cursor.recovered(recovery, found.chats, complete=found.complete)
 
-    async def _recover_in_place(self, lost_at: int, boundary: int | None) -> list[p.Chat]:
+    async def _recover_in_place(self) -> list[p.Event]:
         """Recovery after a malformed frame, at most once per interval.
 
         A server sending garbage gets throttled here (the consumer waits)
@@ -481,26 +488,43 @@ class EventStream:
         if wait > 0:
             await asyncio.sleep(wait)
         self._last_in_place = time.monotonic()
+        recovery = self.cursor.lost_frame(now_ms())
         try:
-            return await self._recover(lost_at - self.recovery_margin_ms, boundary)
+            return await self._recover(recovery)
         except _RecoveryFailed as exc:
             log.warning("recovery after a malformed frame failed: %s", exc)
-            return []
+            return [p.Gap(since=recovery.since, until=recovery.until)]
 
-    async def _cursor_time(self) -> tuple[int | None, int | None]:
-        """(after ms for the query, since ms for the Gap) from since/since_time."""
-        if self._since is not None:
-            when = snowflake_time(self._since)
-            if self._get_chat is not None:
-                try:
-                    chat = await self._get_chat(self._since)
-                    when = min(when, chat.created_at)
-                except ConcordError as exc:  # deleted meanwhile: the id's time will do
-                    log.info("cursor chat %d: %s; using the time in its id", self._since, exc)
-            return when - self.recovery_margin_ms, when
-        if self._since_time is not None:
-            return self._since_time, self._since_time
-        return None, None
+    async def _slow_frame(self, data: bytes | str) -> list[p.Event]:
+        """A frame the fast decoder refused: an unknown type, or malformed (then recover)."""
+        try:
+            event = p.decode_event(data)
+        except p.FrameError as exc:
+            self._bad_frames.warn(
+                log, "skipped a malformed frame (%d bytes): %s", len(data), str(exc)[:200]
+            )
+            if self._fetch_chats is None:
+                return []
+            # It may have been a chat: recover in place, before the live frames
+            # behind it, so order holds; what else it was is lost, as the Gap says.
+            return await self._recover_in_place()
+        return [event] if self.cursor.keeps(event) else []
+
+    async def _prepare(self) -> None:
+        """Before the first connection: resolve channel names, read the cursor's time."""
+        if self._resolve_channels is not None:
+            ids = await self._resolve_channels()
+            if ids is not None:
+                self._channel_list = list(dict.fromkeys(ids))
+                self.cursor.set_channels(self._channel_list)
+        since = self.cursor.since
+        created_at = None
+        if since is not None and self._get_chat is not None:
+            try:
+                created_at = (await self._get_chat(since)).created_at
+            except ConcordError as exc:  # deleted meanwhile: the id's time will do
+                log.info("cursor chat %d: %s; using the time in its id", since, exc)
+        self.cursor.start(created_at)
 
     # ------------------------------------------------------------------
     # The iteration
@@ -522,142 +546,75 @@ class EventStream:
                     when = server
         return snowflake_id(when)
 
+    async def _open_session(self, ws: ClientConnection) -> list[p.Event] | None:
+        """A socket is open: the recovery's events to yield first; None: reconnect."""
+        recovery = self.cursor.connected(now_ms(), self._start_boundary(ws))
+        if self.cursor.connections > 1:
+            self.reconnects += 1
+        events: list[p.Event] = []
+        if recovery is not None:
+            self._set_state(StreamState(ConnectionState.RECOVERING, self._attempts))
+            try:
+                events = await self._recover(recovery)
+            except _RecoveryFailed as exc:
+                self._error = f"recovery failed: {exc}"
+                log.warning("%s; reconnecting", self._error)
+                await self._drop_connection()
+                return None
+        self._set_state(StreamState(ConnectionState.LIVE, self._attempts))
+        return events
+
     async def _events(self) -> AsyncIterator[p.Event]:
         try:
-            if self._resolve_channels is not None:
-                ids = await self._resolve_channels()
-                if ids is not None:
-                    self._channel_list = list(dict.fromkeys(ids))
-                    self._channels = frozenset(self._channel_list)
-            query_after, gap_since = await self._cursor_time()
-            # Recovered chats must be newer than this id: the cursor, or what
-            # existed when the stream started (refined by the first live chat).
-            boundary = self._since
-            boundary_exact = boundary is not None or self._since_time is not None
-            first = True
-            error: str | None = None
+            await self._prepare()
+            self._error = None
             # Locals for the per-event loop below, which is what the benchmark measures.
-            decode = p.decode_event
             fast_decode: Callable[[bytes | str], p.Event] = _event_decoder.decode
-            seen = self.seen
-            window = seen.window
             chat_sent = p.ChatSent
-            channels = self._channels
-            channel_events = _CHANNEL_EVENTS
-            bad_frames = self._bad_frames
+            admit = self.cursor.admit
+            keeps = self.cursor.keeps
             while True:
-                ws = await self._connect(first, error)
+                ws = await self._connect(self.cursor.connections == 0, self._error)
                 if ws is None:
                     return
-                opened = self._alive_at
-                if first and not boundary_exact:
-                    boundary = self._start_boundary(ws)
-                if not first:
-                    self.reconnects += 1
-                    query_after = gap_since - self.recovery_margin_ms if gap_since else None
-                if query_after is not None and gap_since is not None:
-                    try:
-                        missed = await self._recover(query_after, boundary)
-                    except _RecoveryFailed as exc:
-                        error = f"recovery failed: {exc}"
-                        log.warning("%s; reconnecting", error)
-                        await self._drop_connection()
-                        first = False
-                        continue
-                    yield p.Gap(since=gap_since, until=opened)
-                    for chat in missed:
-                        if seen.add(chat.id):
-                            yield chat_sent(chat=chat, recovered=True)
+                first_events = await self._open_session(ws)
+                if first_events is None:
+                    continue
+                for event in first_events:
+                    yield event
                 recv = ws.recv
-                # The live loop, inlined for speed (see the benchmark): the
-                # usual chat is newer than any seen (id > top), one compare
-                # and a list append; anything else takes SeenChats' slow path.
-                top = seen.top
-                recent = seen.recent
-                append = recent.append
                 try:
                     while True:
                         data = await recv(False)
                         try:
                             ev = fast_decode(data)
-                        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-                            # Unknown type (yielded as UnknownEvent) or malformed (skipped).
-                            # Not only FrameError: msgspec lets UnicodeDecodeError out for
-                            # invalid UTF-8 in a string, and bad input must never end the stream.
-                            try:
-                                ev = decode(data)
-                            except Exception as exc:
-                                bad_frames.warn(
-                                    log,
-                                    "skipped a malformed frame (%d bytes): %s",
-                                    len(data),
-                                    str(exc)[:200],
-                                )
-                                if self._fetch_chats is None:
-                                    continue
-                                # It may have been a chat: recover in place, before the
-                                # live frames behind it, so order holds; what else it
-                                # was is lost, which the Gap says.
-                                seen.top = max(seen.top, top)
-                                lost_at = now_ms()
-                                missed = await self._recover_in_place(lost_at, boundary)
-                                yield p.Gap(since=lost_at, until=lost_at)
-                                for chat in missed:
-                                    if seen.add(chat.id):
-                                        yield chat_sent(chat=chat, recovered=True)
-                                top, recent = seen.top, seen.recent
-                                append = recent.append
-                                continue
+                        except _DECODE_ERRORS:
+                            for event in await self._slow_frame(data):
+                                yield event
+                            continue
                         if ev.__class__ is chat_sent:
-                            chat = ev.chat
-                            cid = chat.id
-                            if cid > top:
-                                top = cid
-                                append(cid)
-                                if len(recent) >= window:
-                                    seen.top = top
-                                    seen.rotate()
-                                    recent = seen.recent
-                                    append = recent.append
-                            else:
-                                seen.top = top
-                                if not seen.add(cid):
-                                    continue
-                                recent = seen.recent
-                                append = recent.append
-                            if channels is not None and chat.channel_id not in channels:
+                            if not admit(ev.chat):
                                 continue
-                        elif (
-                            channels is not None
-                            and isinstance(ev, channel_events)
-                            and ev.channel_id not in channels
-                        ):
+                        elif not keeps(ev):
                             continue
                         yield ev
                 except ConnectionClosed as exc:
-                    error = close_reason(exc)
-                finally:
-                    seen.top = max(seen.top, top)
-                if first and not boundary_exact:
-                    # Live chats arrive in id order: an unseen id below the
-                    # first live one was stored before this stream connected.
-                    first_live = seen.first()
-                    if first_live is not None:
-                        boundary = first_live - 1
-                    boundary_exact = True
-                first = False
-                gap_since = self._alive_at
-                await self._drop_connection()
-                if self._found_dead and self._on_dead_connection is not None:
-                    # The network path went silent: pooled REST connections over
-                    # it are likely dead too, and recovery must not wait on them.
-                    self._found_dead = False
-                    try:
-                        await self._on_dead_connection()
-                    except Exception:
-                        log.exception("on_dead_connection hook failed")
+                    self._error = close_reason(exc)
+                await self._session_ended()
         finally:
             self._closed = True
             await self._drop_connection()
-            if self.state.state != "closed":
-                self._set_state(StreamState("closed"))
+            if self.state.state != ConnectionState.CLOSED:
+                self._set_state(StreamState(ConnectionState.CLOSED))
+
+    async def _session_ended(self) -> None:
+        self.cursor.disconnected()
+        await self._drop_connection()
+        if self._found_dead and self._on_dead_connection is not None:
+            # The network path went silent: pooled REST connections over it
+            # are likely dead too, and recovery must not wait on them.
+            self._found_dead = False
+            try:
+                await self._on_dead_connection()
+            except Exception:
+                log.exception("on_dead_connection hook failed")

@@ -12,19 +12,16 @@
 
 from __future__ import annotations
 
-import itertools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-import httpx
 import pytest
 
 from concordctl.server import EmbeddedServer, ServerConfig, ServerThread
+from tests.helpers.accounts import aregister, register
 from tests.helpers.postgres import postgres_url
 
 __all__ = ["postgres_url"]  # fixture re-exported for every test module
-
-_user_numbers = itertools.count(1)
 
 
 @pytest.fixture
@@ -58,27 +55,10 @@ def server_thread(server_config: ServerConfig) -> Iterator[ServerThread]:
         yield running
 
 
-def _register(url: str, username: str | None) -> tuple[str, str]:
-    name = username or f"user{next(_user_numbers)}-{secrets.token_hex(3)}"
-    password = "pw-" + secrets.token_hex(8)
-    response = httpx.post(
-        f"{url}/api/users/register", json={"username": name, "password": password}
-    )
-    response.raise_for_status()
-    return name, password
-
-
 @pytest.fixture
 def make_user(server: EmbeddedServer) -> Callable[..., Awaitable[tuple[str, str]]]:
     async def make(username: str | None = None) -> tuple[str, str]:
-        name = username or f"user{next(_user_numbers)}-{secrets.token_hex(3)}"
-        password = "pw-" + secrets.token_hex(8)
-        async with httpx.AsyncClient(base_url=server.url) as http:
-            response = await http.post(
-                "/api/users/register", json={"username": name, "password": password}
-            )
-            response.raise_for_status()
-        return name, password
+        return await aregister(server.url, username)
 
     return make
 
@@ -86,6 +66,6 @@ def make_user(server: EmbeddedServer) -> Callable[..., Awaitable[tuple[str, str]
 @pytest.fixture
 def make_user_sync(server_thread: ServerThread) -> Callable[..., tuple[str, str]]:
     def make(username: str | None = None) -> tuple[str, str]:
-        return _register(server_thread.url, username)
+        return register(server_thread.url, username)
 
     return make

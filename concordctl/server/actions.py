@@ -60,6 +60,7 @@ async def close_sessions(state: ServerState, user_id: int, reason: str) -> None:
     subs = [s for s in state.hub.subscribers if s.user_id == user_id and not s.closing]
     if subs:
         await asyncio.gather(*(s.close(REVOKED_CODE, reason) for s in subs))
+    state.fanout.close_user(user_id, REVOKED_CODE, reason)  # other nodes' sockets
 
 
 async def send_chat(

@@ -118,6 +118,23 @@ def load_or_create_key(path: Path | None) -> rsa.RSAPrivateKey:
     return key
 
 
+def new_key_pem() -> bytes:
+    """A new RSA signing key as unencrypted PKCS#8 PEM (slow: call off the loop)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def key_from_pem(pem: bytes) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("the stored signing key is not an RSA private key")
+    return key
+
+
 class TokenError(Exception):
     """A token that is missing, malformed, forged, expired or of the wrong issuer."""
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 
-__all__ = ["ServerConfig", "default_db_path", "key_path_for"]
+__all__ = ["ServerConfig", "default_db_path", "display_db", "is_postgres_url", "key_path_for"]
 
 
 def default_db_path() -> Path:
@@ -15,10 +16,28 @@ def default_db_path() -> Path:
     return platformdirs.user_data_path("concordctl") / "server.db"
 
 
+def is_postgres_url(db: str | Path) -> bool:
+    """True for ``postgresql://`` (and ``postgres://``) URLs: the PostgreSQL backend."""
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def display_db(db: str | Path) -> str:
+    """``db`` as it may be shown or logged: a URL's password replaced by ``***``."""
+    text = str(db)
+    if not is_postgres_url(text):
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
 def key_path_for(db_path: str | Path) -> Path | None:
-    """The signing key lives beside the database; None (in memory) for ``:memory:``
-    and for PostgreSQL (whose nodes share theirs through the database)."""
-    if str(db_path) == ":memory:" or str(db_path).startswith(("postgresql://", "postgres://")):
+    """The signing key lives beside the database; None for ``:memory:`` (in memory)
+    and for PostgreSQL (the key is in the database, shared by every node)."""
+    if str(db_path) == ":memory:" or is_postgres_url(db_path):
         return None
     path = Path(db_path)
     return path.with_name(path.name + ".jwt-key.pem")
@@ -30,6 +49,12 @@ class ServerConfig:
     port: int = 0
     #: A file path, or ":memory:" (the default: nothing touches the disk).
     db_path: str | Path = ":memory:"
+    #: This node's number in snowflake ids on PostgreSQL; None (``--node-id auto``)
+    #: takes a free one from the database at start. Unused on SQLite (one node).
+    node_id: int | None = None
+    #: The PostgreSQL database whose nodes this one joins (events, presence, limits,
+    #: key); None for one node alone. ``db_path`` when that is a postgresql URL.
+    cluster_url: str | None = None
     token_days: float = 30.0
     #: Overrides ``token_days`` when set (tests use a few seconds).
     token_seconds: float | None = None
@@ -78,6 +103,10 @@ class ServerConfig:
     direct_writes: bool = True
     #: uvicorn's HTTP implementation ("h11", or "httptools" when installed).
     http_impl: str = "h11"
+
+    def __post_init__(self) -> None:
+        if self.cluster_url is None and is_postgres_url(self.db_path):
+            self.cluster_url = str(self.db_path)
 
     @property
     def token_validity_seconds(self) -> float:

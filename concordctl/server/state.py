@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from concordctl import protocol as p
 from concordctl.server import auth
 from concordctl.server.config import ServerConfig
+from concordctl.server.fanout import Fanout, LocalFanout
 from concordctl.server.hub import Hub
 from concordctl.server.limits import Limits
 from concordctl.server.presence import Presence
@@ -33,10 +34,13 @@ class ServerState:
     refuse_until: float = 0.0
     shutting_down: bool = False
     limits: Limits = field(init=False)
+    #: Where events go: this node's hub, or every node's (``cluster.Cluster``).
+    fanout: Fanout = field(init=False)
 
     def __post_init__(self) -> None:
         self.limits = Limits(self.config)
+        self.fanout = LocalFanout(self.hub, self.presence.online)
 
     def broadcast(self, event: p.KnownEvent) -> None:
-        """Queue ``event`` for every connected client (encoded once)."""
-        self.hub.broadcast(p.encode_event(event).decode("utf-8"))
+        """Queue ``event`` for every connected client of every node (encoded once)."""
+        self.fanout.publish(p.encode_event(event).decode("utf-8"))

@@ -135,14 +135,14 @@ async def _client_session(state: ServerState, scope: Scope, receive: Receive, se
     finally:
         online_timer.cancel()
         await state.hub.remove(sub)
-        if state.hub.connections_of(user.id) == 0 and state.presence.went_offline(user.id):
-            state.broadcast(p.UserStatusUpdated(user_id=user.id, status="OFFLINE"))
+        if state.hub.connections_of(user.id) == 0:
+            state.fanout.presence(user.id, False)
     return 101
 
 
 def _mark_online(state: ServerState, sub: Subscriber) -> None:
-    if sub in state.hub.subscribers and not sub.closing and state.presence.went_online(sub.user_id):
-        state.broadcast(p.UserStatusUpdated(user_id=sub.user_id, status="ONLINE"))
+    if sub in state.hub.subscribers and not sub.closing:
+        state.fanout.presence(sub.user_id, True)
 
 
 async def _handle_frame(state: ServerState, user: StoredUser, data: str | bytes) -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from concordctl import Client, Event
+from concordctl import Client
 from concordctl.server import EmbeddedServer
-from concordctl.stream import EventStream, StreamState
+from concordctl.stream import StreamState
+from tests.helpers.streams import Collector
 
 
 @pytest.fixture(autouse=True)
@@ -55,56 +55,6 @@ async def sender(
     name, password = await make_user()
     async with Client(server.url, username=name, password=password) as c:
         yield c
-
-
-class Collector:
-    """Runs ``async for`` over a stream in a task and keeps what it yields."""
-
-    def __init__(self, stream: EventStream) -> None:
-        self.stream = stream
-        self.events: list[Event] = []
-        self.states: list[StreamState] = []
-        self.error: BaseException | None = None
-        self.task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-
-    def on_state(self, state: StreamState) -> None:
-        self.states.append(state)
-
-    async def _run(self) -> None:
-        try:
-            async for ev in self.stream:
-                self.events.append(ev)
-                self._changed.set()
-        except Exception as exc:
-            self.error = exc
-            self._changed.set()
-
-    def start(self) -> Collector:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def chats(self) -> list[str]:
-        return [ev.chat.content for ev in self.events if ev.type == "chat_sent"]  # type: ignore[union-attr]
-
-    async def wait_until(self, predicate: Callable[[], bool], seconds: float = 15.0) -> None:
-        async with asyncio.timeout(seconds):
-            while not predicate():
-                if self.error is not None:
-                    raise self.error
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def wait_connected(self, seconds: float = 10.0) -> None:
-        async with asyncio.timeout(seconds):
-            while not self.stream.connected:  # noqa: ASYNC110 (no event for it)
-                await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        await self.stream.aclose()
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
 
 
 @pytest.fixture

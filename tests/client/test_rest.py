@@ -31,7 +31,9 @@ from concordctl.errors import (
     Unreachable,
 )
 from concordctl.rest import RestClient, error_for_response, parse_retry_after, token_expiry
-from concordctl.server import EmbeddedServer, ServerConfig
+from concordctl.server import EmbeddedServer
+from tests.helpers.accounts import forged_token
+from tests.helpers.timing import UNIT, async_wait_until
 
 FAST = Backoff(base=0.01, cap=0.05)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -182,54 +184,64 @@ async def test_unreachable_and_timeout() -> None:
 
 
 # --------------------------------------------------------------------------
-# Token renewal (a server whose tokens live 3 seconds)
+# Token renewal against the real server, with the client's clock moved instead
+# of waiting (the clock is injectable; the server's stays real)
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def short_tokens(admin_password: str) -> AsyncIterator[EmbeddedServer]:
-    cfg = ServerConfig(token_seconds=3.0, admin_password=admin_password)
-    async with EmbeddedServer(cfg) as srv:
-        yield srv
+class Clock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
 
 
-async def test_token_renewal_with_short_lived_tokens(
-    short_tokens: EmbeddedServer, admin_password: str
+async def next_second(iat: float) -> None:
+    """Tokens carry whole seconds: wait until one issued now differs."""
+    await async_wait_until(lambda: time.time() >= iat + 1, 3 * UNIT, "the next second")
+
+
+async def test_token_renewal_proactive_and_reactive(
+    server: EmbeddedServer, admin_password: str
 ) -> None:
-    url = short_tokens.url
-    async with RestClient(url, username="admin", password=admin_password) as r:
+    clock = Clock()
+    url = server.url
+    async with RestClient(url, username="admin", password=admin_password, clock=clock) as r:
         first = await r.login()
-        exp, _ = token_expiry(first)
-        assert exp is not None and exp - time.time() < 4
-        # Proactive: shortly before exp the next request logs in again first.
-        await asyncio.sleep(2.6)
+        exp, iat = token_expiry(first)
+        assert exp is not None and iat is not None
+        await next_second(iat)  # else the server issues the very same token again
+        # Proactive: inside the renewal margin the next request logs in again first.
+        clock.offset = exp - time.time() - 1.0
         await r.me()
         second = r.token
         assert second is not None and second != first
-        # Reactive: the server says 401 (we pretend not to know exp): renew once, repeat.
-        await asyncio.sleep(3.1)
-        r._expires_at = None
+    # Reactive: a token the server rejects (401) is renewed once and the request repeated.
+    stale = forged_token(time.time() + 3600)
+    async with RestClient(url, username="admin", password=admin_password, token=stale) as r:
         assert (await r.me()).username == "admin"
-        assert r.token not in (first, second)
-        # A token-only client cannot renew an expired token: a clear error.
-        async with RestClient(url, token=second) as only_token:
-            with pytest.raises(NotAuthenticated) as info:
-                await only_token.me()
-        assert "expired" in str(info.value) or "rejected" in str(info.value)
+        assert r.token not in (stale, None)
+    # A token-only client cannot renew a rejected token: a clear error.
+    async with RestClient(url, token=stale) as only_token:
+        with pytest.raises(NotAuthenticated, match="rejected the token"):
+            await only_token.me()
 
 
 async def test_token_only_client_recycles_before_exp(
-    short_tokens: EmbeddedServer, admin_password: str
+    server: EmbeddedServer, admin_password: str
 ) -> None:
-    async with RestClient(short_tokens.url, username="admin", password=admin_password) as r:
+    async with RestClient(server.url, username="admin", password=admin_password) as r:
         token = await r.login()
-    exp, _ = token_expiry(token)
-    assert exp is not None
-    async with RestClient(short_tokens.url, token=token) as only_token:
-        await asyncio.sleep(max(0.0, exp - time.time() - 0.3))  # in the margin, before exp
+    exp, iat = token_expiry(token)
+    assert exp is not None and iat is not None
+    await next_second(iat)
+    clock = Clock()
+    async with RestClient(server.url, token=token, clock=clock) as only_token:
+        clock.offset = exp - time.time() - 0.3  # in the margin, before exp
         await only_token.me()
         assert only_token.token != token  # renewed through GET /tokens/recycle
-        await asyncio.sleep(1.0)  # the first token has expired by now
+        clock.offset = 0.0
         assert (await only_token.me()).username == "admin"
 
 

@@ -12,8 +12,9 @@ from concordctl import ChatSent, Client, ConcordError, NotAuthenticated
 from concordctl.config import resolve_settings
 from concordctl.rest import RestClient
 from concordctl.server import EmbeddedServer
+from tests.helpers.streams import Collector
 
-from .conftest import FAST_STREAM, Collector
+from .conftest import FAST_STREAM
 
 
 class Everything(logging.Handler):
@@ -57,12 +58,12 @@ async def test_a_full_session_leaks_no_secret(
         await c.wait_connected()
         shown.append(repr(c.stream))
         await client.send_chat("general", "hello")
-        await c.wait_until(lambda: c.chats() == ["hello"])
+        await c.wait_until(lambda: c.contents() == ["hello"])
         await client.rest.recycle_token()  # a second token
         secrets.add(client.token or "")
         await server.drop_connections()  # a reconnect, logged
         await client.send_chat("general", "again")
-        await c.wait_until(lambda: len(c.chats()) == 2)
+        await c.wait_until(lambda: len(c.contents()) == 2)
         await client.typing("general")
         shown += [repr(ev) for ev in c.events if not isinstance(ev, ChatSent)]
         shown += [repr(s) for s in c.states]

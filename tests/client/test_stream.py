@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -21,8 +22,11 @@ from concordctl import (
 from concordctl.errors import ConcordError
 from concordctl.protocol import GAP_TYPE
 from concordctl.server import EmbeddedServer, ServerConfig
+from tests.helpers.accounts import forged_token
+from tests.helpers.streams import Collector
+from tests.helpers.timing import async_wait_until
 
-from .conftest import FAST_STREAM, Collector
+from .conftest import FAST_STREAM
 
 Start = Callable[..., Awaitable[Collector]]
 
@@ -61,7 +65,7 @@ async def test_live_events_and_states(client: Client, sender: Client, collect: S
     await client.send_chat("general", "before the stream")  # must not be replayed
     c = await collect()
     await send_all(sender, "general", ["one", "two"])
-    await c.wait_until(lambda: c.chats() == ["one", "two"])
+    await c.wait_until(lambda: c.contents() == ["one", "two"])
     assert not gaps(c)
     assert [s.state for s in c.states] == ["connecting", "connected"]
     await c.stream.aclose()
@@ -75,12 +79,12 @@ async def test_restart_in_the_middle_of_1000_chats(
     c = await collect()
     expected = [f"chat-{i:04d}" for i in range(1000)]
     sending = asyncio.create_task(send_all(sender, "general", expected))
-    await c.wait_until(lambda: len(c.chats()) >= 300, seconds=30)
+    await c.wait_until(lambda: len(c.contents()) >= 300, seconds=30)
     await server.restart()
     await sending
-    await c.wait_until(lambda: len(c.chats()) >= 1000, seconds=30)
-    await asyncio.sleep(0.2)  # a duplicate would arrive now
-    assert c.chats() == expected  # each exactly once, in order
+    await send_all(sender, "general", ["sentinel"])  # behind any duplicate still coming
+    await c.wait_until(lambda: "sentinel" in c.contents(), seconds=30)
+    assert c.contents() == [*expected, "sentinel"]  # each exactly once, in order
     assert len(gaps(c)) == 1
     gap = gaps(c)[0]
     assert gap.since <= gap.until
@@ -96,23 +100,23 @@ async def test_resume_from_a_cursor_after_the_consumer_stopped(
 ) -> None:
     c = await collect()
     await send_all(sender, "general", ["a", "b", "c"])
-    await c.wait_until(lambda: len(c.chats()) == 3)
+    await c.wait_until(lambda: len(c.contents()) == 3)
     last = next(ev for ev in reversed(c.events) if isinstance(ev, ChatSent)).chat
     await c.stop()
 
     await send_all(sender, "general", ["d", "e", "f"])  # nobody listening
     resumed = await collect(since=last.id)
-    await resumed.wait_until(lambda: len(resumed.chats()) == 3)
-    assert resumed.chats() == ["d", "e", "f"] == recovered(resumed)
+    await resumed.wait_until(lambda: len(resumed.contents()) == 3)
+    assert resumed.contents() == ["d", "e", "f"] == recovered(resumed)
     assert len(gaps(resumed)) == 1 and gaps(resumed)[0].since <= last.created_at
     assert isinstance(resumed.events[0], Gap)  # the gap comes first, then the chats
     await send_all(sender, "general", ["g"])
-    await resumed.wait_until(lambda: resumed.chats()[-1:] == ["g"])
-    assert resumed.chats() == ["d", "e", "f", "g"]
+    await resumed.wait_until(lambda: resumed.contents()[-1:] == ["g"])
+    assert resumed.contents() == ["d", "e", "f", "g"]
 
     by_time = await collect(since_time=last.created_at)
-    await by_time.wait_until(lambda: len(by_time.chats()) == 4)
-    assert by_time.chats() == ["d", "e", "f", "g"]
+    await by_time.wait_until(lambda: len(by_time.contents()) == 4)
+    assert by_time.contents() == ["d", "e", "f", "g"]
 
 
 async def test_server_down_for_a_while_and_back(
@@ -128,14 +132,14 @@ async def test_server_down_for_a_while_and_back(
         c = Collector(client.events(on_state=lambda s: c.on_state(s))).start()
         await c.wait_connected()
         await send_all(client, "general", ["up-1"])
-        await c.wait_until(lambda: c.chats() == ["up-1"])
+        await c.wait_until(lambda: c.contents() == ["up-1"])
         await server.stop()
-        await asyncio.sleep(1.5)  # refused connections meanwhile
+        # Refused connections meanwhile: wait until it has retried with backoff.
+        await c.wait_until(lambda: sum(s.state == "reconnecting" for s in c.states) >= 3)
         await server.start()
-        await send_all(client, "general", ["back-1", "back-2"])
-        await c.wait_until(lambda: len(c.chats()) == 3)
-        await asyncio.sleep(0.2)
-        assert c.chats() == ["up-1", "back-1", "back-2"]
+        await send_all(client, "general", ["back-1", "back-2", "sentinel"])
+        await c.wait_until(lambda: "sentinel" in c.contents())
+        assert c.contents() == ["up-1", "back-1", "back-2", "sentinel"]
         attempts = [s.attempt for s in c.states if s.state == "reconnecting"]
         assert max(attempts) >= 2, c.states  # it kept trying with backoff
         delays = [s.delay for s in c.states if s.state == "reconnecting"]
@@ -145,7 +149,7 @@ async def test_server_down_for_a_while_and_back(
         server.refuse_connections(1.0)
         await server.drop_connections()
         await send_all(client, "general", ["during-refusal"])
-        await c.wait_until(lambda: len(c.chats()) == 4)
+        await c.wait_until(lambda: len(c.contents()) == 4)
         assert any("503" in (s.error or "") for s in c.states)
         await c.stop()
 
@@ -181,12 +185,14 @@ async def test_bad_frames_are_skipped_and_unknown_types_yielded(
         # The recoveries may bring "after the noise" before the frames ahead of it.
         await c.wait_until(
             lambda: (
-                "after the noise" in c.chats()
+                "after the noise" in c.contents()
                 and any(isinstance(ev, UnknownEvent) for ev in c.events)
                 and any(isinstance(ev, ChatSent) and ev.chat.id == 1 for ev in c.events)
             )
         )
-        await asyncio.sleep(0.2)  # a duplicate would arrive now
+        await send_all(sender, "general", ["sentinel"])  # behind any duplicate still coming
+        await c.wait_until(lambda: "sentinel" in c.contents())
+        assert c.contents().count("after the noise") == 1
     unknown = [ev for ev in c.events if isinstance(ev, UnknownEvent)]
     assert len(unknown) == 1 and unknown[0].type == "server_news"
     assert unknown[0].data == {"type": "server_news", "text": "hello"}
@@ -196,7 +202,7 @@ async def test_bad_frames_are_skipped_and_unknown_types_yielded(
     assert len(warnings) == 1  # rate-limited: one line for five bad frames
     # Each may have been a chat: a recovery in place, announced as a point gap.
     assert len(gaps(c)) == 5 and all(g.since == g.until for g in gaps(c))
-    assert c.chats().count("after the noise") == 1
+    assert c.contents().count("after the noise") == 1
     assert c.stream.reconnects == 0  # the connection survived all of it
     assert c.stream.state.state == "connected"
 
@@ -207,7 +213,7 @@ async def test_a_frame_above_max_size_costs_a_reconnect_not_the_stream(
     c = await collect(max_size=64 * 1024)
     await server.broadcast_raw('{"type": "x", "pad": "' + "y" * 200_000 + '"}')
     await send_all(sender, "general", ["still here"])
-    await c.wait_until(lambda: c.chats() == ["still here"])
+    await c.wait_until(lambda: c.contents() == ["still here"])
     error = next(s.error for s in c.states if s.state == "reconnecting")
     assert error is not None and "by the client (1009" in error
 
@@ -233,14 +239,13 @@ async def test_a_consumer_that_stops_reading(
                     return
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.3)
+    await async_wait_until(lambda: client._streams and client._streams[-1].connected)
     await send_all(sender, "general", expected[:150])  # 149 of them while stalled
     # A server that gives up on a stalled client closes its connection (the
     # embedded one buffers instead; upstream's closes): the frames already in
     # our buffers are still delivered, the rest must be recovered.
     await server.drop_connections(code=4000)
     await send_all(sender, "general", expected[150:])
-    await asyncio.sleep(0.5)
     resume.set()
     async with asyncio.timeout(20):
         await done.wait()
@@ -256,7 +261,7 @@ async def test_client_frames_over_the_socket(
     general = await client.channel("general")
     await client.typing("general")
     await client.write("#general", "written over the socket")
-    await c.wait_until(lambda: c.chats() == ["written over the socket"])
+    await c.wait_until(lambda: c.contents() == ["written over the socket"])
     chat = next(ev for ev in c.events if isinstance(ev, ChatSent)).chat
     assert chat.created_at > 0  # sentAt was sent (upstream stores 0 otherwise)
     await client.react_frame(chat.id, "👍")
@@ -275,15 +280,15 @@ async def test_channel_filter_live_and_recovered(
     c = await collect(channels=["#general"])
     await send_all(sender, other.id, ["other-live"])
     await send_all(sender, "general", ["general-live"])
-    await c.wait_until(lambda: c.chats() == ["general-live"])
+    await c.wait_until(lambda: c.contents() == ["general-live"])
     server.refuse_connections(0.5)
     await server.drop_connections()
     await send_all(sender, other.id, ["other-missed"])
     await send_all(sender, "general", ["general-missed"])
-    await c.wait_until(lambda: len(c.chats()) == 2)
-    await asyncio.sleep(0.2)
-    assert c.chats() == ["general-live", "general-missed"]
-    assert recovered(c) == ["general-missed"] or c.chats()[-1] == "general-missed"
+    await send_all(sender, "general", ["sentinel"])  # behind anything still coming
+    await c.wait_until(lambda: "sentinel" in c.contents())
+    assert c.contents() == ["general-live", "general-missed", "sentinel"]
+    assert "general-missed" in recovered(c) or c.contents()[-2] == "general-missed"
 
 
 async def test_an_invalid_token_ends_the_stream(server: EmbeddedServer) -> None:
@@ -304,14 +309,16 @@ async def test_handshake_401_renews_the_token(admin_password: str) -> None:
         c = Collector(client.events(on_state=lambda s: c.on_state(s))).start()
         await c.wait_connected()
         first = client.token
-        client.rest._expires_at = None  # no early renewal: the handshake must say 401
-        await asyncio.sleep(2.2)
+        # A token the server rejects but the client thinks fresh (no early
+        # renewal): the reconnect's handshake must say 401, and be renewed.
+        forged = forged_token(time.time() + 3600)
+        client.rest.tokens.set(forged)
         await server.drop_connections()
-        await asyncio.sleep(0.3)
-        await c.wait_connected()
-        assert client.token != first
+        await c.wait_until(lambda: sum(s.state == "connected" for s in c.states) >= 2)
+        assert first is not None and client.token not in (forged, None)
+        assert c.stream.connected
         await send_all(client, "general", ["after renewal"])
-        await c.wait_until(lambda: c.chats() == ["after renewal"])
+        await c.wait_until(lambda: c.contents() == ["after renewal"])
         assert c.error is None
         await c.stop()
 

@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a long run: `pytest -m 'not slow'` skips it
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

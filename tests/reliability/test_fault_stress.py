@@ -14,11 +14,14 @@ import contextlib
 import os
 import random
 
+import pytest
 from faultproxy import FaultProxy
 from streamcheck import FAST, Collector, Sender, assert_exactly_once_in_order, poll_until
 
 from concordctl import Client
 from concordctl.server import EmbeddedServer
+
+pytestmark = pytest.mark.slow  # a long run: `pytest -m 'not slow'` skips it
 
 CLIENTS = 6
 SENDERS = 2

@@ -3,12 +3,11 @@ renews it (a 401 handshake, then a fresh login) and recovery still works."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from faultproxy import FaultProxy
-from streamcheck import FAST, Collector, Sender
+from streamcheck import FAST, Collector, Sender, poll_until
 
 from concordctl import Client
 from concordctl.server import EmbeddedServer, ServerConfig
@@ -40,7 +39,8 @@ async def test_token_expired_during_the_outage_is_renewed(
         await proxy.refuse(3.0)  # longer than the token lives
         await proxy.cut()
         missed = [await sender.send("while-expired")]
-        await asyncio.sleep(2.2)
+        # Until the stream's token has expired (the server's 2 s, during the outage).
+        await poll_until(lambda: client.rest.tokens.expired(), 5, "the token expiring")
         sender = await Sender.login(server.url, "admin", admin_password, "general")
         missed += await sender.send_many("fresh", 2)
         await collector.wait_for(collector.has_chats(missed), 15, "recovery with a new token")

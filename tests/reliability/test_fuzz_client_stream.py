@@ -92,7 +92,10 @@ async def test_named_hostile_frames(
     unknown = [e.type for e in collector.events if isinstance(e, UnknownEvent)]
     assert unknown == ["voice_joined", "marker", "marker"]
     forged = [e for e in collector.chats() if e.chat.content == "forged"]
-    assert [e.chat.id for e in forged] == [2**70], "a valid frame with a big id, kept whole"
+    # Issue 12 item 14: an id claiming a time far in the future (2^70) is
+    # refused before the de-duplication window, so it cannot make every later
+    # chat look already seen (the chats after it above all arrived).
+    assert forged == [], "an id from the far future is refused"
 
 
 frames = st.recursive(
@@ -137,6 +140,7 @@ async def _survive(frames: list[str]) -> None:
                 await sender.aclose()
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frames, min_size=1, max_size=15))
 def test_fuzzed_frames_from_the_server(batch: list[str]) -> None:

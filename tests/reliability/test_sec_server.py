@@ -122,6 +122,7 @@ async def test_key_and_database_files_are_private_and_survive_a_restart(
     tmp_path: Path, admin_password: str
 ) -> None:
     db = tmp_path / "data" / "server.db"
+    db.parent.mkdir()  # --db never creates missing directories (issue 11 §3)
     old_umask = os.umask(0o022)  # a common, permissive umask
     try:
         config = ServerConfig(db_path=db, admin_password=admin_password)
@@ -252,6 +253,7 @@ async def test_token_with_an_id_beyond_64_bits_gets_401(
 # ---------------------------------------------------------------- caps
 
 
+@pytest.mark.slow
 async def test_oversized_chats_are_refused_by_the_cli_with_one_line(
     server: EmbeddedServer, admin_password: str, tmp_path: Path
 ) -> None:

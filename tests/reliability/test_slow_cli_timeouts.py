@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from faultproxy import FaultProxy
 from streamcheck import Sender
 from test_fault_cli import (
@@ -26,6 +27,8 @@ from test_fault_cli import (
 )
 
 from concordctl.server import EmbeddedServer
+
+pytestmark = pytest.mark.slow  # a long run: `pytest -m 'not slow'` skips it
 
 __all__ = ["no_leftover_processes"]  # a fixture of test_fault_cli
 
