@@ -148,6 +148,7 @@ def serve(
     from concordctl.server.config import display_db
     from concordctl.server.runner import StartError
     from concordctl.server.runner import reset_admin_password as reset
+    from concordctl.server.store import StoreError
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
@@ -213,6 +214,8 @@ def serve(
             raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -447,7 +447,8 @@ def test_wildcards_are_literal_words_in_search(target: Target) -> None:
         return {c["content"] for c in response.json()}
 
     assert "plain words only" in search("plain")
-    assert "plain words only" in search("words plain")  # every word must match
+    assert "plain words only" in search("only plain")  # all words, in any order
+    assert "plain words only" not in search("nothing words")
     assert "plain words only" not in search("nothing OR words")  # OR is a word, not syntax
     for pattern in ("pl%", "pl*", "plai_", "p%n", "pl?in", "[p]lain"):
         assert "plain words only" not in search(pattern), pattern

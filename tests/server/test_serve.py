@@ -171,3 +171,49 @@ def test_serve_on_a_busy_port_is_a_usage_error() -> None:
         )
     assert result.returncode == 2, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_serve_roles_and_registration_flags() -> None:
+    closed = Served("--db", ":memory:", "--quiet", "--no-registration")
+    try:
+        refused = httpx.post(
+            f"{closed.url}/api/users/register", json={"username": "u", "password": "p"}
+        )
+        assert refused.status_code == 403
+    finally:
+        assert closed.stop() == 0
+    opened = Served("--db", ":memory:", "--quiet", "--open-channels")
+    try:
+        assert httpx.post(
+            f"{opened.url}/api/users/register", json={"username": "u", "password": "p"}
+        ).is_success
+        token = httpx.post(
+            f"{opened.url}/api/tokens", json={"username": "u", "password": "p"}
+        ).json()["token"]
+        created = httpx.post(
+            f"{opened.url}/api/channels",
+            json={"name": "mine"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert created.status_code == 200
+    finally:
+        assert opened.stop() == 0
+
+
+def test_serve_refuses_a_newer_database_in_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "new.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (99)")
+    result = subprocess.run(
+        [sys.executable, "-m", "concordctl", "serve", "--port", "0", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "schema version 99" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
