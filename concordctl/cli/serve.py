@@ -75,6 +75,22 @@ def serve(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-request log lines.")] = False,
+    forwarded_allow_ips: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Believe X-Forwarded-For from this proxy address (repeatable; "
+            "comma-separated works too). Default: from nobody.",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Accept requests for this host name too (repeatable). Always accepted: "
+            "the --host address and localhost.",
+        ),
+    ] = None,
 ) -> None:
     """Run a Concord-compatible server on this machine (SQLite, one process).
 
@@ -112,6 +128,10 @@ def serve(
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         cors_origins=tuple(cors_origin or ()),
+        forwarded_allow_ips=tuple(
+            ip.strip() for item in forwarded_allow_ips or () for ip in item.split(",") if ip.strip()
+        ),
+        allowed_hosts=tuple(allowed_host or ()),
     )
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"

@@ -52,9 +52,18 @@ class ServerConfig:
     #: Seconds a close may wait for a slow client's buffers before its socket is dropped.
     ws_close_timeout: float = 5.0
     max_ws_per_user: int = 32
+    #: Failed logins per client address and username within the window.
     login_failures_per_user: int = 10
-    login_failures_per_address: int = 50
+    #: Failed logins per client address, whatever the username (a ceiling against sprays).
+    login_failures_per_address: int = 500
     login_window_seconds: float = 60.0
+    #: Keys each login limiter tracks at most (a few hundred bytes each).
+    login_tracked_keys: int = 10_000
+    #: Addresses (or networks, "*" for any) whose X-Forwarded-For / X-Forwarded-Proto
+    #: are believed; empty (the default): no proxy header is.
+    forwarded_allow_ips: tuple[str, ...] = ()
+    #: Host names accepted besides the bound address and localhost (``--allowed-host``).
+    allowed_hosts: tuple[str, ...] = ()
     #: Seconds after connecting before a user is announced ONLINE (upstream: ~1 s).
     online_delay: float = 1.0
     #: uvicorn's websocket implementation ("websockets-sansio", "websockets", "wsproto").

@@ -142,12 +142,10 @@ def _endpoint(fn: Handler) -> Handler:
 async def post_token(request: Request) -> Response:
     state = _state(request)
     creds = await _body(request, p.Credentials)
+    if len(creds.username) > auth.MAX_USERNAME_CHARS:  # cannot exist; never a limiter key
+        raise ApiError(400, "bad credentials")
     address = request.client.host if request.client else "?"
-    user_key = "user:" + creds.username.casefold()
-    wait = max(
-        state.user_limiter.retry_after(user_key),
-        state.address_limiter.retry_after("addr:" + address),
-    )
+    wait = state.logins.retry_after(address, creds.username)
     if wait > 0:
         raise ApiError(
             429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)}
@@ -156,8 +154,7 @@ async def post_token(request: Request) -> Response:
     stored = user.password_hash if user else auth.DUMMY_HASH
     ok = await asyncio.to_thread(auth.verify_password, creds.password, stored)
     if user is None or not ok:
-        state.user_limiter.failed(user_key)
-        state.address_limiter.failed("addr:" + address)
+        state.logins.failed(address, creds.username)
         raise ApiError(400, "bad credentials")
     return _json(p.Token(token=state.signer.issue(user.username, user.id)))
 

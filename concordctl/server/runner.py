@@ -180,6 +180,10 @@ class EmbeddedServer:
             http=cfg.http_impl,
             ws_max_size=cfg.ws_max_message_bytes,
             ws_per_message_deflate=False,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default, which on a
+            # loopback server is every client: only from the addresses configured.
+            proxy_headers=bool(cfg.forwarded_allow_ips),
+            forwarded_allow_ips=list(cfg.forwarded_allow_ips),
             ssl_certfile=cfg.ssl_certfile,
             ssl_keyfile=cfg.ssl_keyfile,
             timeout_graceful_shutdown=5,

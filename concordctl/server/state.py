@@ -58,14 +58,15 @@ class ServerState:
     online: set[int] = field(default_factory=set)
     refuse_until: float = 0.0
     shutting_down: bool = False
-    user_limiter: auth.LoginLimiter = field(init=False)
-    address_limiter: auth.LoginLimiter = field(init=False)
+    logins: auth.LoginGuard = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
-        self.user_limiter = auth.LoginLimiter(c.login_failures_per_user, c.login_window_seconds)
-        self.address_limiter = auth.LoginLimiter(
-            c.login_failures_per_address, c.login_window_seconds
+        self.logins = auth.LoginGuard.for_limits(
+            c.login_failures_per_user,
+            c.login_failures_per_address,
+            c.login_window_seconds,
+            c.login_tracked_keys,
         )
 
     def broadcast(self, event: p.KnownEvent) -> None:
