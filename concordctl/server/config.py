@@ -52,6 +52,16 @@ class ServerConfig:
     #: Seconds a close may wait for a slow client's buffers before its socket is dropped.
     ws_close_timeout: float = 5.0
     max_ws_per_user: int = 32
+    #: Outgoing bytes one websocket may have waiting (queued events and the socket's
+    #: buffer, pongs included) before it counts as too slow.
+    ws_buffer_bytes: int = 4 * 1024 * 1024
+    #: Typing events per user and channel per second; more are coalesced (``flood.py``).
+    ws_typing_per_second: float = 2.0
+    #: chat_written + chat_reaction frames per user per second on average, and at once.
+    ws_frames_per_second: float = 10.0
+    ws_frame_burst: int = 20
+    #: Frames dropped over budget within 10 s after which the socket is closed (1008).
+    ws_dropped_frames_limit: int = 200
     #: Failed logins per client address and username within the window.
     login_failures_per_user: int = 10
     #: Failed logins per client address, whatever the username (a ceiling against sprays).
@@ -64,6 +74,14 @@ class ServerConfig:
     forwarded_allow_ips: tuple[str, ...] = ()
     #: Host names accepted besides the bound address and localhost (``--allowed-host``).
     allowed_hosts: tuple[str, ...] = ()
+    #: Connections open at once (HTTP and websocket); one more gets 503 and a log line.
+    max_connections: int = 1000
+    #: Seconds from a connection opening (or a request's first byte) to its complete headers.
+    http_header_timeout: float = 10.0
+    #: Seconds a request body may take to arrive, from its headers.
+    http_body_timeout: float = 30.0
+    #: Seconds an idle keep-alive connection is kept open.
+    http_idle_timeout: float = 5.0
     #: Seconds after connecting before a user is announced ONLINE (upstream: ~1 s).
     online_delay: float = 1.0
     #: uvicorn's websocket implementation ("websockets-sansio", "websockets", "wsproto").

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from concordctl.errors import redact_url
-from concordctl.server import auth
+from concordctl.server import auth, connections
 from concordctl.server.app import build_app
 from concordctl.server.config import ServerConfig, key_path_for
 from concordctl.server.state import ServerState
@@ -176,8 +176,9 @@ class EmbeddedServer:
             log_config=None,
             access_log=False,
             server_header=False,
-            ws=cfg.ws_impl,
-            http=cfg.http_impl,
+            ws=connections.websocket_protocol(cfg),
+            http=connections.http_protocol(cfg),
+            timeout_keep_alive=max(1, round(cfg.http_idle_timeout)),
             ws_max_size=cfg.ws_max_message_bytes,
             ws_per_message_deflate=False,
             # uvicorn believes X-Forwarded-For from 127.0.0.1 by default, which on a

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from concordctl import protocol as p
 from concordctl.server import auth
 from concordctl.server.config import ServerConfig
+from concordctl.server.flood import FrameBudget
 from concordctl.server.hub import Hub
 from concordctl.server.store import MAX_ID, Store, StoredUser, now_ms
 
@@ -59,6 +60,7 @@ class ServerState:
     refuse_until: float = 0.0
     shutting_down: bool = False
     logins: auth.LoginGuard = field(init=False)
+    frame_budget: FrameBudget = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
@@ -67,6 +69,9 @@ class ServerState:
             c.login_failures_per_address,
             c.login_window_seconds,
             c.login_tracked_keys,
+        )
+        self.frame_budget = FrameBudget(
+            c.ws_typing_per_second, c.ws_frames_per_second, c.ws_frame_burst
         )
 
     def broadcast(self, event: p.KnownEvent) -> None:
