@@ -1,7 +1,7 @@
 """The ASGI application: REST routes through Starlette, the websocket direct.
 
 ``build_app`` wires ``routes.py`` and ``websocket.py`` together with the
-optional access log and CORS.
+optional access log and CORS, behind the request guards of ``guards.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concordctl.errors import redact_url
+from concordctl.server.guards import HostPolicy, RequestGuard
 from concordctl.server.routes import ROUTES
 from concordctl.server.state import ServerState, error_response
 from concordctl.server.websocket import client_socket, deny
@@ -68,10 +69,16 @@ class _Dispatch:
     def __init__(self, state: ServerState, app: ASGIApp) -> None:
         self.state = state
         self.app = app
+        self.hosts = HostPolicy(state.config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            if scope.get("path") == "/client":
+            hosts = [v for k, v in scope.get("headers", ()) if k == b"host"]
+            if len(hosts) != 1 or not self.hosts.allows(hosts[0]):
+                await receive()
+                message = "unknown Host: serve it with --allowed-host NAME"
+                await deny(scope, send, 400, message, {})
+            elif scope.get("path") == "/client":
                 await client_socket(self.state, scope, receive, send)
             else:
                 await receive()
@@ -93,6 +100,8 @@ def build_app(state: ServerState) -> ASGIApp:
                 allow_headers=["Authorization", "Content-Type"],
             )
         )
+    # Innermost: Host, Content-Type and the body deadline (``guards.py``).
+    middleware.append(Middleware(RequestGuard, config=state.config))
     app = Starlette(routes=ROUTES, middleware=middleware)
     app.state.concord = state
 
