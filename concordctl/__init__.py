@@ -61,14 +61,16 @@ _LAZY: dict[str, str] = {
     "SyncContext": "concordctl.bot",
     "EventStream": "concordctl.stream",
     "Settings": "concordctl.config",
-    "StreamState": "concordctl.stream",
+    "StreamState": "concordctl.streamstate",
+    "ConnectionState": "concordctl.streamstate",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.bot import Bot, Context, SendLoopError, SyncContext
     from concordctl.client import Client
     from concordctl.config import Settings
-    from concordctl.stream import EventStream, StreamState
+    from concordctl.stream import EventStream
+    from concordctl.streamstate import ConnectionState, StreamState
 
 
 def __getattr__(name: str) -> Any:
@@ -96,6 +98,7 @@ __all__ = [
     "ChatTyping",
     "Client",
     "ConcordError",
+    "ConnectionState",
     "Context",
     "Event",
     "EventStream",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,11 +25,15 @@ from concordctl import protocol as p
 from concordctl.backoff import Backoff
 from concordctl.config import Settings, resolve_settings, ssl_context
 from concordctl.errors import NotAuthenticated, NotFound, Unreachable, UsageError, redact_url
-from concordctl.stream import EventStream, StreamState
+from concordctl.ids import now_ms
+from concordctl.streamstate import StreamState
 from concordctl.tokens import token_is_fresh
 
 if TYPE_CHECKING:  # pragma: no cover
+    # Both imported on first use: ``from concordctl import Client`` and a
+    # REST-only command load neither websockets nor httpx.
     from concordctl.rest import RestClient
+    from concordctl.stream import EventStream
 
 __all__ = ["Client", "StreamState", "flatten_channels"]
 
@@ -98,7 +101,7 @@ class Client:
         config_path: Path | str | None = None,
         ca_cert: str | None = None,
         insecure: bool = False,
-        timeout: float = 10.0,
+        timeout: float | None = None,
         settings: Settings | None = None,
         max_retries: int = 3,
         stream_options: dict[str, Any] | None = None,
@@ -230,6 +233,26 @@ class Client:
     async def server_info(self) -> p.Server:
         return await self.rest.server()
 
+    async def edit_server(
+        self, *, name: str | None = None, description: str | None = None
+    ) -> p.Server:
+        """Change the server's name or description (an admin's; Forbidden otherwise)."""
+        return await self.rest.edit_server(name=name, description=description)
+
+    async def promote_user(self, user: UserRef) -> p.PromotedUser:
+        """Make a user an admin (an admin's). ``user`` is a name or an id."""
+        uid = _as_id(user)
+        name = (await self.user(uid)).username if uid is not None else str(user).lstrip("@")
+        return await self.rest.promote_user(name)
+
+    async def revoke_tokens(self) -> bool:
+        """Invalidate every token of this user (``logout``); False if the server cannot.
+
+        A server without the endpoint (upstream Concord) answers 404 or 405:
+        then nothing was revoked and the tokens stay valid until they expire.
+        """
+        return await self.rest.revoke_tokens()
+
     # ------------------------------------------------------------------
     # Channels
     # ------------------------------------------------------------------
@@ -302,6 +325,20 @@ class Client:
         )
         self._remember_channel(channel)
         return channel
+
+    async def edit_channel(
+        self, channel: ChannelRef, *, name: str | None = None, description: str | None = None
+    ) -> p.Channel:
+        """Rename a channel or change its description (an admin's, unless the server is open)."""
+        cid = await self.channel_id(channel)
+        old = self._channel_names.get(cid)
+        updated = await self.rest.edit_channel(
+            cid, name=name.lstrip("#") if name is not None else None, description=description
+        )
+        if old is not None and self._channel_ids.get(old) == cid:
+            del self._channel_ids[old]
+        self._remember_channel(updated)
+        return updated
 
     async def delete_channel(self, channel: ChannelRef) -> None:
         cid = await self.channel_id(channel)
@@ -472,6 +509,8 @@ class Client:
         async def get_chat(chat_id: int) -> p.Chat:
             return await self.rest.chat(chat_id)
 
+        from concordctl.stream import EventStream
+
         opts = {**self.stream_options, **options}
         if "backoff" in opts and isinstance(opts["backoff"], dict):
             opts["backoff"] = Backoff(**opts["backoff"])
@@ -508,6 +547,8 @@ class Client:
                     return
                 except Unreachable:
                     continue
+        from concordctl.stream import EventStream
+
         stream = EventStream(
             self.settings.ws_url,
             get_token=self._stream_token,
@@ -525,21 +566,16 @@ class Client:
         """Say "typing" in a channel (a websocket frame; no REST equivalent)."""
         cid = await self.channel_id(channel)
         await self._send_frame(
-            p.ChatTypingFrame(channel_id=cid, thread_id=thread_id, sent_at=_now_ms())
+            p.ChatTypingFrame(channel_id=cid, thread_id=thread_id, sent_at=now_ms())
         )
 
     async def write(self, channel: ChannelRef, content: str, thread_id: int | None = None) -> None:
         """Send a chat over the socket (no confirmation; ``send_chat`` gives one)."""
         cid = await self.channel_id(channel)
         await self._send_frame(
-            p.ChatWritten(channel_id=cid, content=content, thread_id=thread_id, sent_at=_now_ms())
+            p.ChatWritten(channel_id=cid, content=content, thread_id=thread_id, sent_at=now_ms())
         )
 
     async def react_frame(self, chat_id: int, reaction: str, adding: bool = True) -> None:
         """Add or remove a reaction over the socket (``react`` confirms over REST)."""
         await self._send_frame(p.ChatReaction(chat_id=chat_id, reaction=reaction, adding=adding))
-
-
-def _now_ms() -> int:
-    # sentAt is sent explicitly: upstream stores a chat_written without it at createdAt 0.
-    return int(time.time() * 1000)

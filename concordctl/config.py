@@ -47,6 +47,7 @@ __all__ = [
     "ENV_PASSWORD",
     "ENV_PROFILE",
     "ENV_SERVER",
+    "ENV_TIMEOUT",
     "ENV_TOKEN",
     "ENV_USERNAME",
     "Settings",
@@ -69,6 +70,9 @@ ENV_PASSWORD = "CONCORD_PASSWORD"
 ENV_PROFILE = "CONCORD_PROFILE"
 ENV_CONFIG = "CONCORD_CONFIG"
 ENV_CA_CERT = "CONCORD_CA_CERT"
+ENV_TIMEOUT = "CONCORD_TIMEOUT"
+#: Seconds a request may take, all of it (connect to last byte), unless set.
+DEFAULT_TIMEOUT = 10.0
 DEFAULT_PROFILE = "default"
 
 # Precedence levels of where a value came from; lower wins.
@@ -345,8 +349,27 @@ def resolve_settings(
         config_path=path,
         ca_cert=str(ca) if ca else None,
         insecure=bool(insecure),
-        timeout=10.0 if timeout is None else float(timeout),
+        timeout=_timeout(timeout, env.get(ENV_TIMEOUT)),
     )
+
+
+def _timeout(argument: float | None, env_value: str | None) -> float:
+    """The request deadline: the argument, else ``CONCORD_TIMEOUT``, else 10 s."""
+    if argument is not None:
+        value, source = float(argument), "the timeout"
+    elif env_value:
+        source = ENV_TIMEOUT
+        try:
+            value = float(env_value)
+        except ValueError:
+            raise UsageError(
+                f"{ENV_TIMEOUT}={env_value!r} is not a number of seconds", hint="e.g. 30"
+            ) from None
+    else:
+        return DEFAULT_TIMEOUT
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"{source} must be a positive number of seconds", hint="e.g. 30")
+    return value
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -19,8 +19,10 @@ contains a token or a password; URLs go through :func:`redact_url`.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import ClassVar
+from collections.abc import Iterable
+from typing import ClassVar, TypeVar
 
 __all__ = [
     "BadRequest",
@@ -34,6 +36,8 @@ __all__ = [
     "TimedOut",
     "Unreachable",
     "UsageError",
+    "redact_secrets",
+    "redact_text",
     "redact_url",
 ]
 
@@ -43,6 +47,47 @@ _TOKEN_PARAM = re.compile(r"(?i)([?&](?:access_)?token=)[^&#\s]*")
 def redact_url(url: object) -> str:
     """The URL as text with the value of any ``token=`` parameter hidden."""
     return _TOKEN_PARAM.sub(r"\1***", str(url))
+
+
+def _spellings(secret: str) -> set[str]:
+    """How a secret may come back in a message: as is, JSON-escaped, URL-encoded."""
+    from urllib.parse import quote, quote_plus
+
+    escaped = json.dumps(secret)[1:-1]
+    return {
+        secret,
+        escaped,
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+        quote_plus(secret),
+    }
+
+
+def redact_text(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every (non-trivial) secret replaced by ``***``."""
+    for secret in secrets:
+        if not secret or len(secret) < 3:  # "a" is not a secret worth hiding, it is a letter
+            continue
+        for spelling in sorted(_spellings(secret), key=len, reverse=True):
+            text = text.replace(spelling, "***")
+    return text
+
+
+def redact_secrets(error: E, secrets: Iterable[str | None]) -> E:
+    """``error`` with the secrets gone from its message and hint (changed in place).
+
+    A server that echoes the password of a failed login in its error message
+    must not get it printed: every message the client raises passes here.
+    """
+    secrets = [s for s in secrets if s]
+    if secrets:
+        error.message = redact_text(error.message, secrets)
+        error.hint = redact_text(error.hint, secrets)
+        error.args = (error.message,)
+    return error
+
+
+E = TypeVar("E", bound="ConcordError")
 
 
 class ConcordError(Exception):

@@ -34,6 +34,7 @@ __all__ = [
     "Channel",
     "ChannelCreated",
     "ChannelDeleted",
+    "ChannelEdit",
     "ChannelsUpdated",
     "Chat",
     "ChatDeleted",
@@ -59,10 +60,13 @@ __all__ = [
     "NewPassword",
     "OnlineStatus",
     "Profile",
+    "PromotedUser",
+    "Promotion",
     "ReactionChange",
     "Reactions",
     "RegisteredUser",
     "Server",
+    "ServerEdit",
     "Token",
     "UnknownEvent",
     "UserJoined",
@@ -213,6 +217,37 @@ class ChatEdit(_Model):
 class ReactionChange(_Model):
     reaction: str
     adding: bool
+
+
+# concordctl's extensions of the contract (agreed by the team; upstream lacks them).
+
+
+class ChannelEdit(_Model, omit_defaults=True):
+    """``PATCH /channels/{id}``: the fields to change; UNSET ones stay as they are."""
+
+    name: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+
+
+class ServerEdit(_Model, omit_defaults=True):
+    """``PATCH /server``."""
+
+    name: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+
+
+class Promotion(_Model):
+    """``POST /admin/users/promote``."""
+
+    username: str
+
+
+class PromotedUser(_Model):
+    """The answer to a promotion."""
+
+    id: int
+    username: str
+    admin: bool
 
 
 class NewChannel(_Model, omit_defaults=True):

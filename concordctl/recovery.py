@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from typing import Protocol
 
 from concordctl import protocol as p
+from concordctl.ids import EPOCH_MS, snowflake_id, snowflake_time
 
 __all__ = [
     "SNOWFLAKE_EPOCH_MS",
@@ -37,17 +38,7 @@ __all__ = [
 log = logging.getLogger("concordctl.stream.recovery")
 
 #: Upstream's snowflake epoch (2021-10-10T00:00:00Z); ids carry ms since it << 22.
-SNOWFLAKE_EPOCH_MS = 1_633_824_000_000
-
-
-def snowflake_time(chat_id: int) -> int:
-    """Epoch ms encoded in an upstream-style snowflake id (a best guess)."""
-    return (chat_id >> 22) + SNOWFLAKE_EPOCH_MS
-
-
-def snowflake_id(ms: int) -> int:
-    """The largest snowflake id that a server could issue at epoch ms ``ms``."""
-    return ((ms - SNOWFLAKE_EPOCH_MS + 1) << 22) - 1
+SNOWFLAKE_EPOCH_MS = EPOCH_MS
 
 
 class SeenChats:

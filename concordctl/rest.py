@@ -1,37 +1,39 @@
 """The Concord REST API: one typed method per endpoint over one httpx client.
 
 Every HTTP failure becomes an exception of :mod:`concordctl.errors` with a
-one-line message (what failed, why, what to do):
+one-line message (what failed, why, what to do); the mapping of statuses is
+:mod:`concordctl.responses` (any answer but a 2xx is an error):
 
-    400 on POST /tokens        NotAuthenticated (wrong username or password)
-    401                        NotAuthenticated (after one renewal, if possible)
-    400, 413, 415, other 4xx   BadRequest
-    403 Forbidden · 404 NotFound · 429 RateLimited(retry_after) · 5xx ServerError
     connect, DNS, TLS          Unreachable
-    timeout                    TimedOut
-    a body not of the contract ProtocolViolation
+    past the deadline          TimedOut
+    a body not of the contract ProtocolViolation (also a body past the size cap)
 
-Authentication: with a username and password the client logs in by itself,
-renews the token shortly before its ``exp`` (read from the JWT without
-verifying it) and, on a 401, renews once and repeats the request. With only a
-token it renews through ``/tokens/recycle`` before ``exp`` and reports an
-expired token clearly.
+The pieces, one role each:
 
-Retries: GET, PATCH, DELETE and the (idempotent) reaction POST are retried on
-connection errors, 502/503/504 and 429 (honouring Retry-After) with capped
-exponential backoff and jitter. Other POSTs are retried only when the
-connection could not even be opened (the request was certainly not sent): a
-chat is never sent twice by a blind retry.
+* :class:`~concordctl.auth.TokenAuth` (an ``httpx.Auth``) attaches the token,
+  logs in by itself with a username and password, renews shortly before the
+  token's ``exp`` and, on a 401, renews once and repeats the request. With
+  only a token it renews through ``/tokens/recycle`` before ``exp`` and
+  reports an expired token clearly. The decisions are
+  :class:`~concordctl.tokens.TokenState`'s, without I/O.
+* :class:`~concordctl.retry.RetryPolicy` says which failures are retried and
+  after how long: a chat is never sent twice by a blind retry.
+* :class:`~concordctl.transport.CappedTransport` caps every answer's size
+  (8 MiB; images 32 MiB).
+* Every request has a total deadline, ``timeout`` seconds (10 by default)
+  from the first byte sent to the last byte read, retries and token renewal
+  included, so a server that drips its answer cannot hang a call.
+
+The client's own password and token never appear in a message it raises,
+even when a server echoes them back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import ssl
-import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from concordctl import protocol as p
@@ -39,17 +41,23 @@ from concordctl.backoff import Backoff
 from concordctl.errors import (
     BadRequest,
     ConcordError,
-    Forbidden,
     NotAuthenticated,
     NotFound,
     ProtocolViolation,
-    RateLimited,
-    ServerError,
     TimedOut,
     Unreachable,
+    redact_secrets,
     redact_url,
 )
-from concordctl.tokens import renew_margin, token_expiry
+from concordctl.responses import (
+    MAX_BODY,
+    error_for_response,
+    is_success,
+    one_line,
+    parse_retry_after,
+)
+from concordctl.retry import Failure, RetryPolicy
+from concordctl.tokens import Step, TokenState, token_expiry
 
 if TYPE_CHECKING:  # pragma: no cover
     # httpx (and httpcore, which its client pulls in) costs tens of ms to
@@ -57,97 +65,16 @@ if TYPE_CHECKING:  # pragma: no cover
     # concordctl.rest``, so a stream that already has a token never pays.
     import httpx
 
+    from concordctl.auth import TokenAuth
+
 __all__ = ["RestClient", "error_for_response", "parse_retry_after", "token_expiry"]
 
 log = logging.getLogger("concordctl.rest")
 T = TypeVar("T")
 
-_RETRY_STATUS = frozenset((502, 503, 504, 429))
 _SAFE_METHODS = frozenset(("GET", "PATCH", "DELETE"))
-# A Retry-After longer than this is not waited for: the caller gets RateLimited.
-_MAX_RETRY_AFTER = 30.0
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def error_for_response(
-    what: str,
-    status: int,
-    *,
-    body: bytes = b"",
-    headers: Mapping[str, str] | None = None,
-    login: bool = False,
-) -> ConcordError:
-    """The exception for a failed response to ``what`` (e.g. "get chat 5")."""
-    detail = ""
-    if body:
-        try:
-            err = p.decode(body, p.ErrorBody)
-            detail = _one_line(err.message or err.error or "")
-        except p.FrameError:
-            detail = ""
-    reason = f"HTTP {status}" + (f": {detail}" if detail else "")
-    if status == 400 and login:
-        return NotAuthenticated(
-            f"{what} failed: wrong username or password ({reason})",
-            hint="check the username and CONCORD_PASSWORD, or run 'concordctl login'",
-            status=status,
-        )
-    if status == 401:
-        return NotAuthenticated(
-            f"{what} failed: not authenticated ({reason})",
-            hint="the token is missing or expired; run 'concordctl login' or set CONCORD_TOKEN",
-            status=status,
-        )
-    if status == 403:
-        return Forbidden(
-            f"{what} failed: forbidden ({reason})",
-            hint="this user may not do that (only a chat's author may edit it)",
-            status=status,
-        )
-    if status == 404:
-        return NotFound(
-            f"{what} failed: not found ({reason})", hint="check the id or name", status=status
-        )
-    if status == 429:
-        retry_after = parse_retry_after((headers or {}).get("retry-after"))
-        wait = f"retry in {retry_after:.0f} s" if retry_after is not None else "retry later"
-        return RateLimited(
-            f"{what} failed: rate limited ({reason})",
-            hint=wait,
-            status=status,
-            retry_after=retry_after,
-        )
-    if status >= 500:
-        return ServerError(
-            f"{what} failed: server error ({reason})",
-            hint="the server failed; retry later or check its logs",
-            status=status,
-        )
-    return BadRequest(
-        f"{what} failed: the server rejected the request ({reason})",
-        hint="check the arguments",
-        status=status,
-    )
+#: An image may be larger than any JSON answer (the server's avatar limit is 2 MiB).
+MAX_IMAGE_BODY = 32 * 2**20
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
@@ -166,6 +93,8 @@ class RestClient:
 
     Owns one ``httpx.AsyncClient`` (one connection pool), created by the
     first request; close it with :meth:`aclose` or ``async with``.
+    ``clock`` (epoch seconds) decides when the token is due: tests pass a
+    fake one.
     """
 
     def __init__(
@@ -180,29 +109,25 @@ class RestClient:
         max_retries: int = 3,
         backoff: Backoff | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Any = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.username = username
-        self._password = password
-        self._token: str | None = None
-        self._expires_at: float | None = None
-        self._renew_before = 60.0
-        self._renew_lock = asyncio.Lock()
-        self.max_retries = max_retries
-        self.backoff = backoff or Backoff(base=0.2, cap=5.0)
-        self._timeout = timeout
+        self.tokens = TokenState(username=username, password=password, token=token)
+        if clock is not None:
+            self.tokens.clock = clock
+        self.retry = RetryPolicy(max_retries, backoff or Backoff(base=0.2, cap=5.0))
+        self.timeout = timeout  # the total deadline of one call, in seconds
         self._verify = verify
         self._transport = transport
         self._http_client: httpx.AsyncClient | None = None
+        self._auth: TokenAuth | None = None
         self._closed = False
         self._retired: set[asyncio.Task[None]] = set()
-        if token:
-            self._set_token(token)
 
     def __repr__(self) -> str:
         return (
             f"RestClient(base_url={redact_url(self.base_url)!r}, username={self.username!r}, "
-            f"token={'***' if self._token else None})"
+            f"token={'***' if self.token else None})"
         )
 
     async def __aenter__(self) -> RestClient:
@@ -221,6 +146,15 @@ class RestClient:
         if http is not None:
             await http.aclose()
 
+    # Kept for callers of the old attributes: both live in the retry policy now.
+    @property
+    def max_retries(self) -> int:
+        return self.retry.max_retries
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.retry.backoff
+
     @property
     def _http(self) -> httpx.AsyncClient:
         """The connection pool, made on first use (see the import note above)."""
@@ -234,12 +168,23 @@ class RestClient:
     def _make_http(self) -> httpx.AsyncClient:
         import httpx
 
+        from concordctl.auth import TokenAuth
+        from concordctl.transport import CappedTransport
+
+        if self._auth is None:
+            self._auth = TokenAuth(self.tokens, self.base_url + "/api")
+        inner = self._transport or httpx.AsyncHTTPTransport(verify=self._verify, trust_env=False)
         return httpx.AsyncClient(
             base_url=self.base_url + "/api",
-            timeout=httpx.Timeout(self._timeout),
-            verify=self._verify,
-            transport=self._transport,
-            headers={"User-Agent": "concordctl", "Accept": "application/json"},
+            timeout=httpx.Timeout(self.timeout),
+            transport=CappedTransport(inner),
+            auth=self._auth,
+            headers={
+                "User-Agent": "concordctl",
+                "Accept": "application/json",
+                # Counted bytes are kept bytes: no decompression bomb past the cap.
+                "Accept-Encoding": "identity",
+            },
             trust_env=False,
         )
 
@@ -257,7 +202,7 @@ class RestClient:
 
         async def retire() -> None:
             try:
-                await asyncio.sleep(self._timeout + 1.0)
+                await asyncio.sleep(self.timeout + 1.0)
             finally:
                 await old.aclose()
 
@@ -266,28 +211,23 @@ class RestClient:
         task.add_done_callback(self._retired.discard)
 
     # ------------------------------------------------------------------
-    # Tokens
+    # Tokens (the decisions are self.tokens', the flow is TokenAuth's)
     # ------------------------------------------------------------------
 
     @property
+    def username(self) -> str | None:
+        return self.tokens.username
+
+    @property
     def token(self) -> str | None:
-        return self._token
+        return self.tokens.token
 
     @property
     def has_credentials(self) -> bool:
-        return bool(self.username and self._password)
-
-    def _set_token(self, token: str) -> None:
-        self._token = token
-        exp, iat = token_expiry(token)
-        self._expires_at = exp
-        if exp is not None:
-            self._renew_before = renew_margin(exp, iat)
+        return self.tokens.has_credentials
 
     def token_needs_renewal(self, now: float | None = None) -> bool:
-        if self._expires_at is None:
-            return False
-        return (time.time() if now is None else now) >= self._expires_at - self._renew_before
+        return self.tokens.due(now)
 
     async def login(self) -> str:
         """``POST /tokens`` with the username and password; returns the token."""
@@ -297,76 +237,58 @@ class RestClient:
                 hint="pass them, set CONCORD_USERNAME and CONCORD_PASSWORD, "
                 "or run 'concordctl login'",
             )
-        assert self.username is not None and self._password is not None
-        body = p.Credentials(username=self.username, password=self._password)
-        tok = await self._call(
-            "POST",
-            "/tokens",
-            f"login as {self.username!r}",
-            p.Token,
-            json=body,
-            auth=False,
-            login=True,
-        )
-        self._set_token(tok.token)
+        async with self._token_auth.lock:
+            await self._renew("login")
         log.info("logged in to %s as %s", redact_url(self.base_url), self.username)
-        return tok.token
+        assert self.token is not None
+        return self.token
 
     async def recycle_token(self) -> str:
         """``GET /tokens/recycle``: a fresh token for the current one."""
-        # With the current token as is: ensure_token() may be what called us.
-        tok = await self._call(
-            "GET", "/tokens/recycle", "renew the token", p.Token, bearer=self._token
-        )
-        self._set_token(tok.token)
-        return tok.token
+        async with self._token_auth.lock:
+            await self._renew("recycle")
+        assert self.token is not None
+        return self.token
 
     async def renew_token(self, stale: str | None = None) -> str:
-        """Log in again (once, even when many requests ask at the same time).
+        """A new token after the server rejected ``stale`` (once for many callers).
 
-        ``stale`` is the token the caller saw rejected: if another request
-        already replaced it, the new one is returned without a second login.
+        If another request already replaced ``stale``, the new token is
+        returned without a second login; ``NotAuthenticated`` when nothing helps.
         """
-        async with self._renew_lock:
-            if self._token is not None and self._token != stale and not self.token_needs_renewal():
-                return self._token
-            if self.has_credentials:
-                return await self.login()
-            if self._token is not None and self._token == stale:
-                why = "expired or invalid"
-                if self._expires_at is not None and time.time() >= self._expires_at:
-                    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self._expires_at))
-                    why = f"it expired at {when}"
-                raise NotAuthenticated(
-                    f"the server rejected the token ({why})",
-                    hint="run 'concordctl login' or set a fresh CONCORD_TOKEN",
-                    status=401,
-                )
-            if self._token is not None:
-                return await self.recycle_token()
-            raise NotAuthenticated(
-                "not logged in",
-                hint="pass a username and password, set CONCORD_TOKEN, or run 'concordctl login'",
-            )
+        return await self._token_for(stale, rejected=True)
 
     async def ensure_token(self) -> str:
         """A token that is valid for a while: log in or renew when needed."""
-        tok = self._token
-        if tok is None:
-            return await self.renew_token(None)
-        if self.token_needs_renewal():
-            if self.has_credentials:
-                return await self.renew_token(tok)
-            if self._expires_at is not None and time.time() < self._expires_at:
-                try:
-                    async with self._renew_lock:
-                        if self._token == tok:
-                            return await self.recycle_token()
-                        return self._token or tok
-                except ConcordError as exc:
-                    # Still valid for now; the server will say when it is not.
-                    log.warning("could not renew the token early: %s", exc)
-        return self._token or tok
+        return await self._token_for(self.token, rejected=False)
+
+    async def _token_for(self, stale: str | None, *, rejected: bool) -> str:
+        async with self._token_auth.lock:
+            step = self.tokens.next_step(stale, rejected=rejected)
+            if step != "use":
+                await self._renew(step, early=not rejected)
+        assert self.token is not None
+        return self.token
+
+    @property
+    def _token_auth(self) -> TokenAuth:
+        self._http  # noqa: B018 (makes the pool, and with it the auth)
+        assert self._auth is not None
+        return self._auth
+
+    async def _renew(self, step: Step, *, early: bool = False) -> None:
+        """Perform a renewal step now (the caller holds the auth's lock)."""
+        auth = self._token_auth
+        what = f"login as {self.username!r}" if step == "login" else "renew the token"
+        request = auth.renewal_request(step)
+        try:
+            response = await self._exchange(request, what, idempotent=step == "recycle", auth=False)
+            await self._guard(auth.accept(step, response))
+        except ConcordError as exc:
+            if not (early and step == "recycle"):
+                raise
+            # Still valid for now; the server will say when it is not.
+            log.warning("could not renew the token early: %s", exc)
 
     # ------------------------------------------------------------------
     # The one request path
@@ -378,135 +300,142 @@ class RestClient:
         path: str,
         what: str,
         model: type[T] | None,
+        **request: Any,
+    ) -> T:
+        """One request (see :meth:`_request`) and its body decoded as ``model``."""
+        response = await self._request(method, path, what, **request)
+        if model is None:
+            return None  # type: ignore[return-value]
+        try:
+            return p.decode(response.content, model)
+        except p.FrameError as exc:
+            raise ProtocolViolation(
+                f"{what}: unexpected response body ({one_line(str(exc), 160)})",
+                hint="is this a Concord server? check the server URL",
+                status=response.status_code,
+            ) from None
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         auth: bool = True,
-        login: bool = False,
         idempotent: bool | None = None,
-        bearer: str | None = None,
-    ) -> T:
-        resp = await self._send(
-            method,
-            path,
-            what,
-            json=json,
-            params=params,
-            content=content,
-            headers=headers,
-            auth=auth,
-            login=login,
-            idempotent=method in _SAFE_METHODS if idempotent is None else idempotent,
-            bearer=bearer,
-        )
-        if model is None:
-            return None  # type: ignore[return-value]
-        try:
-            return p.decode(resp.content, model)
-        except p.FrameError as exc:
-            raise ProtocolViolation(
-                f"{what}: unexpected response body ({_one_line(str(exc), 160)})",
-                hint="is this a Concord server? check the server URL",
-                status=resp.status_code,
-            ) from None
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        what: str,
-        *,
-        json: Any,
-        params: Mapping[str, Any] | None,
-        content: bytes | None,
-        headers: Mapping[str, str] | None,
-        auth: bool,
-        login: bool,
-        idempotent: bool,
-        bearer: str | None = None,
+        max_body: int | None = None,
     ) -> httpx.Response:
-        import httpx  # already loaded by self._http; a dict lookup from here on
-
-        body = p.encode(json) if json is not None else content
+        """Build the request and send it (see :meth:`_exchange`): a 2xx response, read."""
         hdrs = dict(headers or {})
         if json is not None:
+            content = p.encode(json)
             hdrs["Content-Type"] = "application/json"
-        query = {k: v for k, v in (params or {}).items() if v is not None}
+        request = self._http.build_request(
+            method,
+            path,
+            content=content,
+            params={k: v for k, v in (params or {}).items() if v is not None},
+            headers=hdrs,
+            extensions={MAX_BODY: max_body} if max_body else None,
+        )
+        safe = method in _SAFE_METHODS if idempotent is None else idempotent
+        return await self._exchange(request, what, idempotent=safe, auth=auth)
+
+    async def _exchange(
+        self, request: httpx.Request, what: str, *, idempotent: bool, auth: bool
+    ) -> httpx.Response:
+        """Send with retries, within the total deadline; a 2xx response, read, or an error."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._guard(self._attempts(request, what, idempotent, auth))
+        except TimeoutError:
+            raise TimedOut(
+                f"{what} failed: {self._where()} did not answer within {self.timeout:g} s",
+                hint="check the server and network, or raise --timeout / CONCORD_TIMEOUT",
+            ) from None
+
+    async def _attempts(
+        self, request: httpx.Request, what: str, idempotent: bool, auth: bool
+    ) -> httpx.Response:
         attempt = 0
-        renewed = False
         while True:
-            token = None
-            if auth:
-                token = bearer if bearer is not None else await self.ensure_token()
-                hdrs["Authorization"] = f"Bearer {token}"
-            try:
-                resp = await self._http.request(
-                    method, path, content=body, params=query, headers=hdrs
-                )
-            except httpx.TimeoutException as exc:
-                connect = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-                if connect and attempt < self.max_retries:
-                    attempt = await self._pause(attempt, what, "connect timeout")
-                    continue
-                raise TimedOut(
-                    f"{what} failed: {self._where()} did not answer in time ({type(exc).__name__})",
-                    hint="check the server and network, or raise the timeout",
-                ) from None
-            except httpx.ConnectError as exc:
-                if _is_tls_failure(exc):
-                    raise Unreachable(
-                        f"{what} failed: TLS error with {self._where()} "
-                        f"({_one_line(str(exc), 120)})",
-                        hint="for a private CA pass --ca-cert PATH (or set SSL_CERT_FILE)",
-                    ) from None
-                # The connection was never opened: nothing was sent, any method may retry.
-                if attempt < self.max_retries:
-                    attempt = await self._pause(attempt, what, "connection refused")
-                    continue
-                raise Unreachable(
-                    f"{what} failed: cannot connect to {self._where()} "
-                    f"({_one_line(str(exc), 120) or 'connection refused'})",
-                    hint="is the server running? check --server or CONCORD_SERVER",
-                ) from None
-            except httpx.TransportError as exc:
-                if idempotent and attempt < self.max_retries:
-                    attempt = await self._pause(attempt, what, type(exc).__name__)
-                    continue
-                maybe = "" if idempotent else "; it may or may not have been done, check first"
-                raise Unreachable(
-                    f"{what} failed: connection to {self._where()} lost "
-                    f"({type(exc).__name__}){maybe}",
-                    hint="retry when the server is reachable",
-                ) from None
-
-            status = resp.status_code
-            if status < 400:
-                return resp
-            if status == 401 and auth and bearer is None and not renewed:
-                renewed = True
-                log.info("%s: HTTP 401, renewing the token once", what)
-                await self.renew_token(token)
-                continue
-            if status in _RETRY_STATUS and attempt < self.max_retries and idempotent:
-                retry_after = parse_retry_after(resp.headers.get("retry-after"))
-                if retry_after is None or retry_after <= _MAX_RETRY_AFTER:
-                    attempt = await self._pause(attempt, what, f"HTTP {status}", retry_after)
-                    continue
-            raise error_for_response(
-                what, status, body=resp.content, headers=resp.headers, login=login
+            response, failure, error = await self._attempt(request, what, auth)
+            status = response.status_code if response is not None else None
+            if response is not None and is_success(response.status_code):
+                return response
+            retry_after = None
+            if response is not None:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            delay = self.retry.delay(
+                attempt, failure, idempotent=idempotent, status=status, retry_after=retry_after
             )
+            if delay is None:
+                if response is None:
+                    raise self._transport_error(what, failure, error, idempotent)
+                raise error_for_response(
+                    what,
+                    response.status_code,
+                    body=response.content,
+                    headers=response.headers,
+                    login=request.url.path.endswith("/api/tokens") and request.method == "POST",
+                )
+            log.info("%s: %s; retry %d in %.2f s", what, status or failure, attempt + 1, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
 
-    async def _pause(
-        self, attempt: int, what: str, reason: str, at_least: float | None = None
-    ) -> int:
-        delay = self.backoff.delay(attempt)
-        if at_least is not None:
-            delay = max(delay, at_least)
-        log.info("%s: %s; retry %d in %.2f s", what, reason, attempt + 1, delay)
-        await asyncio.sleep(delay)
-        return attempt + 1
+    async def _attempt(
+        self, request: httpx.Request, what: str, auth: bool
+    ) -> tuple[httpx.Response | None, Failure, BaseException | None]:
+        """One try: the response, or None, how the connection failed and why."""
+        import httpx  # already loaded by self._http; a dict lookup from here on
+
+        try:
+            response = await self._http.send(request, auth=self._auth if auth else None)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            return None, "unsent", exc
+        except httpx.ConnectError as exc:
+            if _is_tls_failure(exc):
+                raise Unreachable(
+                    f"{what} failed: TLS error with {self._where()} ({one_line(str(exc), 120)})",
+                    hint="for a private CA pass --ca-cert PATH (or set SSL_CERT_FILE)",
+                ) from None
+            return None, "unsent", exc  # never opened: nothing was sent
+        except httpx.TimeoutException:
+            raise TimedOut(
+                f"{what} failed: {self._where()} did not answer in time",
+                hint="check the server and network, or raise --timeout / CONCORD_TIMEOUT",
+            ) from None
+        except httpx.TransportError as exc:
+            return None, "lost", exc
+        return response, "status", None
+
+    def _transport_error(
+        self, what: str, failure: Failure, exc: BaseException | None, idempotent: bool
+    ) -> Unreachable:
+        if failure == "unsent":
+            detail = one_line(str(exc), 120) if exc is not None else ""
+            return Unreachable(
+                f"{what} failed: cannot connect to {self._where()} "
+                f"({detail or 'connection refused'})",
+                hint="is the server running? check --server or CONCORD_SERVER",
+            )
+        maybe = "" if idempotent else "; it may or may not have been done, check first"
+        return Unreachable(
+            f"{what} failed: connection to {self._where()} lost ({type(exc).__name__}){maybe}",
+            hint="retry when the server is reachable",
+        )
+
+    async def _guard(self, work: Awaitable[T]) -> T:
+        """Await ``work``; a ConcordError out of it loses this client's password and token."""
+        try:
+            return await work
+        except ConcordError as exc:
+            secrets = (self.tokens.password, self.tokens.token)
+            raise redact_secrets(exc, secrets) from None
 
     def _where(self) -> str:
         return redact_url(self.base_url)
@@ -543,8 +472,8 @@ class RestClient:
             None,
             json=p.NewPassword(new_password=new_password),
         )
-        if self._password is not None:
-            self._password = new_password
+        if self.tokens.password is not None:
+            self.tokens.password = new_password
 
     async def set_avatar(self, image: bytes, content_type: str) -> p.FullUser:
         return await self._call(
@@ -561,17 +490,12 @@ class RestClient:
 
     async def image(self, image_id: int) -> tuple[bytes, str]:
         """``GET /images/{id}``: the raw bytes and their content type."""
-        resp = await self._send(
+        resp = await self._request(
             "GET",
             f"/images/{int(image_id)}",
             f"get image {image_id}",
-            json=None,
-            params=None,
-            content=None,
             headers={"Accept": "*/*"},
-            auth=True,
-            login=False,
-            idempotent=True,
+            max_body=MAX_IMAGE_BODY,
         )
         return resp.content, resp.headers.get("content-type", "application/octet-stream")
 
@@ -704,3 +628,62 @@ class RestClient:
             json=p.ReactionChange(reaction=reaction, adding=adding),
             idempotent=True,
         )
+
+    # ------------------------------------------------------------------
+    # concordctl's extensions (the embedded server has them; upstream may not)
+    # ------------------------------------------------------------------
+
+    async def edit_channel(
+        self, channel_id: int, *, name: str | None = None, description: str | None = None
+    ) -> p.Channel:
+        """``PATCH /channels/{id}``: rename it or change its description (an admin's)."""
+        body = p.ChannelEdit()
+        if name is not None:
+            body.name = name
+        if description is not None:
+            body.description = description
+        return await self._call(
+            "PATCH",
+            f"/channels/{int(channel_id)}",
+            f"edit channel {channel_id}",
+            p.Channel,
+            json=body,
+        )
+
+    async def edit_server(
+        self, *, name: str | None = None, description: str | None = None
+    ) -> p.Server:
+        """``PATCH /server``: the server's name or description (an admin's)."""
+        body = p.ServerEdit()
+        if name is not None:
+            body.name = name
+        if description is not None:
+            body.description = description
+        return await self._call("PATCH", "/server", "edit the server info", p.Server, json=body)
+
+    async def promote_user(self, username: str) -> p.PromotedUser:
+        """``POST /admin/users/promote``: make ``username`` an admin (an admin's)."""
+        return await self._call(
+            "POST",
+            "/admin/users/promote",
+            f"promote user {username!r}",
+            p.PromotedUser,
+            json=p.Promotion(username=username),
+            idempotent=True,  # promoting twice is promoting once
+        )
+
+    async def revoke_tokens(self) -> bool:
+        """``DELETE /tokens``: every token of this user stops working, its sockets close.
+
+        True when done (the client then forgets its token); False when the
+        server has no such endpoint (404 or 405, as upstream Concord): the
+        tokens stay valid until they expire.
+        """
+        try:
+            await self._call("DELETE", "/tokens", "revoke the tokens", None)
+        except (NotFound, BadRequest) as exc:
+            if exc.status in (404, 405):
+                return False
+            raise
+        self.tokens.forget()
+        return True

@@ -51,8 +51,7 @@ import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import websockets
@@ -68,6 +67,7 @@ from concordctl.errors import (
     Unreachable,
     redact_url,
 )
+from concordctl.ids import now_ms
 from concordctl.recovery import (
     SNOWFLAKE_EPOCH_MS,
     FetchChats,
@@ -77,9 +77,11 @@ from concordctl.recovery import (
     snowflake_id,
     snowflake_time,
 )
+from concordctl.streamstate import ConnectionState, StreamState, transition
 
 __all__ = [
     "SNOWFLAKE_EPOCH_MS",
+    "ConnectionState",
     "EventStream",
     "SeenChats",
     "StreamState",
@@ -92,27 +94,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("concordctl.stream")
-
-StateName = Literal["connecting", "connected", "reconnecting", "closed"]
-
-
-@dataclass(frozen=True)
-class StreamState:
-    """A state change of the stream, for ``on_state`` callbacks.
-
-    ``attempt`` counts the connection attempts since the last success;
-    ``delay`` is the wait before the next one (reconnecting); ``error`` says
-    why the previous connection or attempt ended.
-    """
-
-    state: StateName
-    attempt: int = 0
-    delay: float | None = None
-    error: str | None = None
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def close_reason(exc: ConnectionClosed) -> str:
@@ -239,11 +220,11 @@ class EventStream:
         self._closed = False
         self._closing = asyncio.Event()
         self._gen: AsyncIterator[p.Event] | None = None
-        self.state = StreamState("connecting")
+        self.state = StreamState(ConnectionState.CONNECTING)  # before the first attempt
         self.reconnects = 0
 
     def __repr__(self) -> str:
-        return f"EventStream(url={redact_url(self.ws_url)!r}, state={self.state.state!r})"
+        return f"EventStream(url={redact_url(self.ws_url)!r}, state={str(self.state.state)!r})"
 
     def __aiter__(self) -> AsyncIterator[p.Event]:
         if self._gen is None:
@@ -269,7 +250,7 @@ class EventStream:
                 await gen.aclose()  # type: ignore[attr-defined]
         await self._drop_connection()
         if self.state.state != "closed":
-            self._set_state(StreamState("closed"))
+            self._set_state(StreamState(ConnectionState.CLOSED))
 
     @property
     def connected(self) -> bool:
@@ -295,7 +276,7 @@ class EventStream:
     # ------------------------------------------------------------------
 
     def _set_state(self, state: StreamState) -> None:
-        self.state = state
+        self.state = transition(self.state, state)
         log.info(
             "stream %s%s%s%s",
             state.state,
@@ -379,7 +360,7 @@ class EventStream:
             if attempt or not first:
                 delay = max(self.backoff.delay(attempt), at_least)
                 attempt += 1
-                self._set_state(StreamState("reconnecting", attempt, delay, error))
+                self._set_state(StreamState(ConnectionState.RECONNECTING, attempt, delay, error))
                 # Woken early by aclose(), so closing never waits out a backoff.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -388,7 +369,7 @@ class EventStream:
                     return None
             else:
                 attempt += 1
-                self._set_state(StreamState("connecting", attempt))
+                self._set_state(StreamState(ConnectionState.CONNECTING, attempt))
             try:
                 ws = await self._attempt()
             except NotAuthenticated:
@@ -406,7 +387,7 @@ class EventStream:
                     return None
                 self._ws = ws
                 self._alive_at = now_ms()
-                self._set_state(StreamState("connected", attempt))
+                self._set_state(StreamState(ConnectionState.LIVE, attempt))
                 self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive(ws))
                 return ws
 
@@ -663,4 +644,4 @@ class EventStream:
             self._closed = True
             await self._drop_connection()
             if self.state.state != "closed":
-                self._set_state(StreamState("closed"))
+                self._set_state(StreamState(ConnectionState.CLOSED))

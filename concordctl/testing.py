@@ -399,6 +399,9 @@ def _make_config() -> ServerConfig:
         db_path=":memory:",
         admin_password="admin-" + secrets.token_hex(8),
         online_delay=0.2,
+        # A bot's tests make the channels they need as ordinary test users;
+        # roles are the server's concern, tested in its own suite.
+        open_channels=True,
     )
 
 

@@ -12,7 +12,6 @@ else. A traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -25,7 +24,9 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException  # type: ignore[assignment,unused-ignore]
 
 from concordctl import __version__
-from concordctl.errors import ConcordError, NotAuthenticated, NotFound, redact_url
+from concordctl.cli.failure import error_line as _error_line
+from concordctl.cli.failure import scrub
+from concordctl.errors import ConcordError
 
 app = typer.Typer(
     name="concordctl",
@@ -39,7 +40,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_state = {"debug": False}
+state = {"debug": False}
+
+
+def debug_enabled() -> bool:
+    """Whether ``--debug`` was given (anywhere on the command line)."""
+    return state["debug"]
 
 
 def _version(value: bool) -> None:
@@ -58,7 +64,7 @@ def _root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    _state["debug"] = debug
+    state["debug"] = debug
     if debug:
         import logging
 
@@ -68,20 +74,52 @@ def _root(
 
 
 # The modules under concordctl/cli/ that add commands to ``app`` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("auth", "chats", "directory", "watch", "demo", "serve", "run")
+COMMAND_MODULES: tuple[str, ...] = (
+    "auth",
+    "profiles",
+    "chats",
+    "directory",
+    "tail",
+    "wait",
+    "botnew",
+    "demo",
+    "serve",
+    "run",
+)
 
 # Which module defines a command, so that ``concordctl send`` imports (and
 # Typer builds) only the commands of chats.py. A command missing here still
 # works: its module is imported with all the others.
 COMMAND_OWNERS: dict[str, str] = {
-    **dict.fromkeys(("login", "logout", "whoami", "register"), "auth"),
+    **dict.fromkeys(("login", "logout", "whoami", "register", "passwd", "auth"), "auth"),
+    "profiles": "profiles",
     **dict.fromkeys(("send", "edit", "delete", "react", "typing", "history", "search"), "chats"),
     **dict.fromkeys(("channels", "users"), "directory"),
-    **dict.fromkeys(("tail", "wait"), "watch"),
+    "tail": "tail",
+    "wait": "wait",
+    "bot": "botnew",
     "demo": "demo",
     "serve": "serve",
     "run": "run",
 }
+
+# The groups and their subcommands: a global flag written before the command
+# moves behind the subcommand, where the subcommand declares it.
+GROUPS: dict[str, frozenset[str]] = {
+    "channels": frozenset(("list", "create", "edit", "delete")),
+    "users": frozenset(("list", "promote")),
+    "auth": frozenset(("status", "token")),
+    "profiles": frozenset(("list", "use", "delete")),
+    "bot": frozenset(("new",)),
+}
+
+# Flags accepted before or after the command name (DESIGN.md), and whether
+# they take a value. ``--debug`` is the root's; the others belong to each
+# command that talks to a server.
+GLOBAL_VALUE_FLAGS = frozenset(
+    ("--server", "-s", "--profile", "-p", "--timeout", "--jq", "--ca-cert")
+)
+GLOBAL_BOOL_FLAGS = frozenset(("--json", "--insecure"))
 
 _imported: set[str] = set()
 
@@ -103,12 +141,58 @@ def _import_command_module(name: str) -> None:
 
 def _command_name(argv: Sequence[str]) -> str | None:
     """The subcommand in ``argv``: the first word that is not a root option."""
+    skip = False
     for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in GLOBAL_VALUE_FLAGS:
+            skip = True
+            continue
         if not arg.startswith("-"):
             return arg
         if arg in ("--help", "-h", "--version") or arg.endswith("-completion"):
             return None
     return None
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the global flags where Click expects them.
+
+    ``--debug`` anywhere (before a ``--``) becomes the root's option; the
+    other global flags written before the command move behind it (behind the
+    subcommand of a group), so ``concordctl -s URL send ...`` and
+    ``concordctl send ... -s URL`` are the same command line.
+    """
+    args = list(argv)
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end]
+    if debug:
+        args = [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        flag = arg.split("=", 1)[0]
+        if arg.startswith("-") and flag in GLOBAL_VALUE_FLAGS and "=" not in arg:
+            moved += args[i : i + 2]
+            i += 2
+            continue
+        if arg.startswith("-") and (flag in GLOBAL_VALUE_FLAGS or arg in GLOBAL_BOOL_FLAGS):
+            moved.append(arg)
+            i += 1
+            continue
+        rest = args[i:]
+        break
+    if moved and rest and not rest[0].startswith("-"):
+        at = 1
+        if rest[0] in GROUPS and len(rest) > 1 and rest[1] in GROUPS[rest[0]]:
+            at = 2
+        rest = rest[:at] + moved + rest[at:]
+    elif moved:
+        rest = moved + rest
+    return (["--debug"] if debug else []) + rest
 
 
 def _register_commands(argv: Sequence[str] | None = None) -> None:
@@ -123,25 +207,6 @@ def _register_commands(argv: Sequence[str] | None = None) -> None:
         return
     for name in COMMAND_MODULES:
         _import_command_module(name)
-
-
-# A JWT (three base64url parts, the first one always starting with "eyJ") or a
-# bearer credential: hidden from any message we did not write ourselves.
-_SECRETS = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*|(?i:bearer\s+)\S+")
-
-
-def scrub(text: str) -> str:
-    """``text`` with tokens and ``token=`` URL parameters hidden."""
-    return _SECRETS.sub("***", redact_url(text))
-
-
-def _error_line(exc: ConcordError) -> str:
-    line = str(exc)
-    if isinstance(exc, NotFound) and exc.suggestions and "did you mean" not in line.lower():
-        line += " (did you mean: " + ", ".join(exc.suggestions[:5]) + "?)"
-    if isinstance(exc, NotAuthenticated) and "login" not in line and "CONCORD_TOKEN" not in line:
-        line += " (run `concordctl login` or set CONCORD_TOKEN)"
-    return scrub(line)
 
 
 def _skip_httpx_cli() -> None:
@@ -162,9 +227,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     from concordctl.cli.coercion import defer_typer_coercion
 
     defer_typer_coercion()
-    args = list(argv) if argv is not None else sys.argv[1:]
+    args = normalize_argv(list(argv) if argv is not None else sys.argv[1:])
+    if args[:1] == ["--show-completion"]:  # Typer's ignores the shell named after it
+        from concordctl.cli.complete import script_for
+
+        try:
+            print(script_for(args[1] if len(args) > 1 else None))
+        except ConcordError as exc:
+            print(f"concordctl: {_error_line(exc)}", file=sys.stderr)
+            return exc.exit_code
+        return 0
     _register_commands(args)
-    _state["debug"] = False
+    state["debug"] = False
     try:
         code = app(
             args=args,
@@ -178,18 +252,19 @@ def run(argv: Sequence[str] | None = None) -> int:
         print("concordctl: interrupted", file=sys.stderr)
         return 130
     except ConcordError as exc:
-        if _state["debug"]:
+        if state["debug"]:
             import traceback
 
             traceback.print_exc()
         print(f"concordctl: {_error_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
-        # The reader went away (`concordctl tail | head`): nothing left to say.
+        # The reader went away (`concordctl history | head`): it has what it
+        # wanted, as with any Unix filter. Nothing left to say.
         _silence_stdout()
-        return 1
+        return 0
     except Exception as exc:
-        if _state["debug"]:
+        if state["debug"]:
             raise
         print(
             f"concordctl: unexpected error: {type(exc).__name__}: {scrub(str(exc))} "

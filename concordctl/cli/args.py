@@ -15,10 +15,10 @@ from typing import TextIO
 from concordctl.errors import UsageError
 
 __all__ = [
-    "channel_ref",
     "compile_regex",
     "parse_time",
     "prompt_value",
+    "read_new_password",
     "read_password",
     "read_text",
 ]
@@ -36,7 +36,7 @@ _UNIT_MS = {
 }
 # Epoch milliseconds as the wire has them (13 digits today); anything shorter
 # is more likely a typo than a date in 1973.
-_EPOCH_MS = re.compile(r"^\d{12,}$")
+_EPOCH_MS = re.compile(r"^(0|\d{12,})$")
 
 
 def parse_time(text: str, *, option: str = "time", now_ms: int | None = None) -> int:
@@ -144,6 +144,21 @@ def prompt_value(label: str, *, stdin: TextIO | None = None) -> str | None:
     return value or None
 
 
-def channel_ref(channel: str) -> int | str:
-    """An id stays an int (no lookup needed); a name is resolved by the client."""
-    return int(channel) if channel.isdigit() else channel
+def read_new_password(password_stdin: bool, *, stdin: TextIO | None = None) -> str:
+    """A new password: stdin's first line with ``--password-stdin``, else asked twice.
+
+    ``CONCORD_PASSWORD`` is the current password, so it is never taken as the new one.
+    """
+    stream = stdin if stdin is not None else sys.stdin
+    if password_stdin:
+        return read_password(True, stdin=stream)
+    if stream.isatty():
+        import getpass
+
+        password = getpass.getpass("New password: ")
+        if not password:
+            raise UsageError("empty password")
+        if getpass.getpass("New password again: ") != password:
+            raise UsageError("the two passwords differ")
+        return password
+    raise UsageError("no new password given", hint="pipe it in with --password-stdin")

@@ -2,48 +2,56 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from concordctl.cli.app import app
-from concordctl.cli.args import channel_ref
-from concordctl.cli.options import (
-    CaCertOption,
-    InsecureOption,
-    JsonOption,
-    ProfileOption,
-    ServerOption,
-    client_from_options,
-    rest_from_options,
-    run_async,
-)
+from concordctl.cli.complete import complete_channel, complete_user
+from concordctl.cli.options import Connection, note, server_command
 
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.client import Client
     from concordctl.protocol import Chat
 
-ChannelArg = Annotated[str, typer.Argument(help="Channel id or name (with or without #).")]
-ChatIdArg = Annotated[int, typer.Argument(help="The chat's id (shown in [brackets] by history).")]
+ChannelArg = Annotated[
+    str,
+    typer.Argument(
+        help="Channel id or name (with or without #).",
+        metavar="CHANNEL",
+        autocompletion=complete_channel,
+    ),
+]
+ChatIdArg = Annotated[
+    int,
+    typer.Argument(help="The chat's id (shown in [brackets] by history).", metavar="CHAT_ID"),
+]
 ThreadOption = Annotated[
     int | None,
-    typer.Option("--thread", help="Thread id (a chat id) to post in.", show_default=False),
+    typer.Option("--thread", metavar="ID", help="Thread id (a chat id).", show_default=False),
 ]
 LimitOption = Annotated[
-    int, typer.Option("--limit", "-n", min=1, help="How many chats (pages as needed).")
+    int,
+    typer.Option("--limit", "-n", min=1, metavar="N", help="How many chats (pages as needed)."),
 ]
-
+BeforeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--before", metavar="TIME", help="Only chats before this time: 10m, 2h, 1d, ISO 8601, ms."
+    ),
+]
+AfterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--after", metavar="TIME", help="Only chats after this time: 10m, 2h, 1d, ISO 8601, ms."
+    ),
+]
 
 # The most chats asked of the server in one request.
 _ONE_PAGE = 100
 
 
-def _note(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-@app.command()
+@server_command(app, json=True)
 def send(
     channel: ChannelArg,
     text: Annotated[
@@ -55,16 +63,14 @@ def send(
         str | None,
         typer.Option(
             "--key",
+            metavar="KEY",
             help="Idempotency key: if you already sent a chat with this key in this channel, "
             "edit it instead of posting again. The chat ends with a visible line '🔑 KEY'.",
             show_default=False,
         ),
     ] = None,
-    server: ServerOption = None,
-    profile: ProfileOption = None,
-    ca_cert: CaCertOption = None,
-    insecure: InsecureOption = False,
-    json: JsonOption = False,
+    *,
+    conn: Connection,
 ) -> None:
     """Send a chat; prints its id (the whole chat with --json).
 
@@ -82,53 +88,40 @@ def send(
 
         validate_key(key)
 
-    async def body() -> None:
+    async def body(c: Client) -> None:
         if key is None:
-            # Bare REST: a CI notification should not pay for the websocket stack.
-            from concordctl.cli.names import channel_id
+            from concordctl.cli.quick import send_plain
 
-            async with rest_from_options(server, profile, ca_cert, insecure) as rest:
-                chat = await rest.send_chat(
-                    await channel_id(rest, channel), content, thread_id=thread
-                )
+            chat = await send_plain(c, channel, content, thread)
         else:
-            async with client_from_options(server, profile, ca_cert, insecure) as c:
-                chat = await _send_keyed(c, channel, content, key, thread)
-        if json:
-            from concordctl.cli.render import print_json
+            chat = await _send_keyed(c, channel, content, key, thread)
+        conn.emit(chat, lambda: print(chat.id))
 
-            print_json(chat)
-        else:
-            print(chat.id)
-
-    run_async(body())
+    conn.run(body)
 
 
 async def _send_keyed(c: Client, channel: str, text: str, key: str, thread: int | None) -> Chat:
     from concordctl.cli.idempotency import find_keyed_chat, with_marker
 
-    chan = await c.channel(channel_ref(channel))
+    chan = await c.channel(channel)
     me = await c.me()
     content = with_marker(text, key)
     existing = await find_keyed_chat(c, chan.id, me.id, key)
     if existing is None:
         return await c.send_chat(chan.id, content, thread_id=thread)
     if existing.content == content:
-        _note(f"concordctl: chat {existing.id} with key {key!r} is already up to date")
+        note(f"concordctl: chat {existing.id} with key {key!r} is already up to date")
         return existing
-    _note(f"concordctl: key {key!r} already sent as chat {existing.id}: edited it")
+    note(f"concordctl: key {key!r} already sent as chat {existing.id}: edited it")
     return await c.edit_chat(existing.id, content)
 
 
-@app.command()
+@server_command(app, json=True)
 def edit(
     chat_id: ChatIdArg,
     text: Annotated[str | None, typer.Argument(help="New content; missing or '-': stdin.")] = None,
-    server: ServerOption = None,
-    profile: ProfileOption = None,
-    ca_cert: CaCertOption = None,
-    insecure: InsecureOption = False,
-    json: JsonOption = False,
+    *,
+    conn: Connection,
 ) -> None:
     """Replace the content of one of your chats.
 
@@ -140,27 +133,15 @@ def edit(
 
     content = read_text(text)
 
-    async def body() -> None:
-        async with client_from_options(server, profile, ca_cert, insecure) as c:
-            chat = await c.edit_chat(chat_id, content)
-        if json:
-            from concordctl.cli.render import print_json
+    async def body(c: Client) -> None:
+        chat = await c.edit_chat(chat_id, content)
+        conn.emit(chat, lambda: note(f"edited chat {chat.id}"))
 
-            print_json(chat)
-        else:
-            _note(f"edited chat {chat.id}")
-
-    run_async(body())
+    conn.run(body)
 
 
-@app.command()
-def delete(
-    chat_id: ChatIdArg,
-    server: ServerOption = None,
-    profile: ProfileOption = None,
-    ca_cert: CaCertOption = None,
-    insecure: InsecureOption = False,
-) -> None:
+@server_command(app)
+def delete(chat_id: ChatIdArg, *, conn: Connection) -> None:
     """Delete one of your chats.
 
     \b
@@ -168,24 +149,34 @@ def delete(
       concordctl delete 8501928463962112
     """
 
-    async def body() -> None:
-        async with client_from_options(server, profile, ca_cert, insecure) as c:
-            await c.delete_chat(chat_id)
-        _note(f"deleted chat {chat_id}")
+    async def body(c: Client) -> None:
+        await c.delete_chat(chat_id)
 
-    run_async(body())
+    conn.run(body)
+    note(f"deleted chat {chat_id}")
 
 
-@app.command()
+def reaction_text(reaction: str) -> str:
+    """``:+1:``-style shortcodes as their emoji; anything else unchanged."""
+    if len(reaction) > 2 and reaction.startswith(":") and reaction.endswith(":"):
+        from rich.emoji import Emoji, NoEmoji
+
+        try:
+            return str(Emoji(reaction[1:-1]))
+        except NoEmoji:
+            return reaction
+    return reaction
+
+
+@server_command(app, json=True)
 def react(
     chat_id: ChatIdArg,
-    reaction: Annotated[str, typer.Argument(help="Any text, usually an emoji.")],
+    reaction: Annotated[
+        str, typer.Argument(help="Any text, usually an emoji; :shortcode: works (:+1:).")
+    ],
     remove: Annotated[bool, typer.Option("--remove", help="Take your reaction back.")] = False,
-    server: ServerOption = None,
-    profile: ProfileOption = None,
-    ca_cert: CaCertOption = None,
-    insecure: InsecureOption = False,
-    json: JsonOption = False,
+    *,
+    conn: Connection,
 ) -> None:
     """React to a chat (or take the reaction back with --remove).
 
@@ -194,34 +185,27 @@ def react(
     \b
     Examples:
       concordctl react 8501928463962112 ✅
-      concordctl react 8501928463962112 ✅ --remove
+      concordctl react 8501928463962112 :+1: --remove
     """
+    from concordctl.cli.sanitize import one_line
 
-    async def body() -> None:
-        async with client_from_options(server, profile, ca_cert, insecure) as c:
-            if remove:
-                await c.unreact(chat_id, reaction)
-            else:
-                await c.react(chat_id, reaction)
-            if json:
-                from concordctl.cli.render import print_json
+    emoji = reaction_text(reaction)
 
-                print_json(await c.reactions(chat_id))
-        if not json:
-            _note(f"{'removed' if remove else 'added'} {reaction} on chat {chat_id}")
+    async def body(c: Client) -> None:
+        if remove:
+            await c.unreact(chat_id, emoji)
+        else:
+            await c.react(chat_id, emoji)
+        if conn.wants_json:
+            conn.emit(await c.reactions(chat_id))
+        else:
+            note(f"{'removed' if remove else 'added'} {one_line(emoji)} on chat {chat_id}")
 
-    run_async(body())
+    conn.run(body)
 
 
-@app.command()
-def typing(
-    channel: ChannelArg,
-    thread: ThreadOption = None,
-    server: ServerOption = None,
-    profile: ProfileOption = None,
-    ca_cert: CaCertOption = None,
-    insecure: InsecureOption = False,
-) -> None:
+@server_command(app)
+def typing(channel: ChannelArg, thread: ThreadOption = None, *, conn: Connection) -> None:
     """Show others that you are typing in a channel (sent over the websocket).
 
     \b
@@ -229,76 +213,100 @@ def typing(
       concordctl typing general
     """
 
-    async def body() -> None:
-        async with client_from_options(server, profile, ca_cert, insecure) as c:
-            await c.typing(channel_ref(channel), thread_id=thread)
+    async def body(c: Client) -> None:
+        await c.typing(channel, thread_id=thread)
 
-    run_async(body())
+    conn.run(body)
 
 
-@app.command()
+@server_command(app, json=True)
 def history(
     channel: ChannelArg,
     limit: LimitOption = 20,
-    server: ServerOption = None,
-    profile: ProfileOption = None,
-    ca_cert: CaCertOption = None,
-    insecure: InsecureOption = False,
-    json: JsonOption = False,
+    before: BeforeOption = None,
+    after: AfterOption = None,
+    thread: Annotated[
+        int | None,
+        typer.Option(
+            "--thread", metavar="ID", help="Only chats in this thread.", show_default=False
+        ),
+    ] = None,
+    *,
+    conn: Connection,
 ) -> None:
     """Show the latest chats of a channel, oldest first.
 
     With --json: the server's array of chats, newest first, as the API sends it.
+    When --limit cuts the result, stderr says so.
 
     \b
     Examples:
       concordctl history general --limit 50
-      concordctl history '#ci' --json | jq -r '.[].content'
+      concordctl history general --after 1h --before 10m
+      concordctl history '#ci' --json --jq '.[].content'
     """
+    from concordctl.cli.args import parse_time
 
-    async def body() -> None:
-        async with client_from_options(server, profile, ca_cert, insecure) as c:
-            if limit <= _ONE_PAGE:
-                chats = await c.latest_chats(channel_ref(channel), limit=limit)
-            else:  # more than one request: page through the search endpoint
-                chats = await c.search_chats(
-                    channel=channel_ref(channel), limit=limit, page_size=_ONE_PAGE
-                )
-            await _print_chats(c, chats[:limit], json)
+    before_ms = parse_time(before, option="--before") if before is not None else None
+    after_ms = parse_time(after, option="--after") if after is not None else None
 
-    run_async(body())
+    async def body(c: Client) -> None:
+        cid = await c.channel_id(channel)
+        if limit < _ONE_PAGE and before_ms is None and after_ms is None and thread is None:
+            chats = await c.latest_chats(cid, limit=limit + 1)
+        else:  # filters, or more than one request: page through the search endpoint
+            chats = await c.search_chats(
+                channel=cid,
+                thread_id=thread,
+                before=before_ms,
+                after=after_ms,
+                limit=limit + 1,
+                page_size=min(_ONE_PAGE, limit + 1),
+            )
+        await _print_chats(c, conn, chats, limit)
+
+    conn.run(body)
 
 
-@app.command()
+@server_command(app, json=True)
 def search(
     query: Annotated[str | None, typer.Argument(help="Words to find in the content.")] = None,
     channel: Annotated[
-        str | None, typer.Option("--channel", "-c", help="Only this channel (id or name).")
+        str | None,
+        typer.Option(
+            "--channel",
+            "-c",
+            metavar="CHANNEL",
+            help="Only this channel (id or name).",
+            autocompletion=complete_channel,
+        ),
     ] = None,
     author: Annotated[
-        str | None, typer.Option("--author", "-a", help="Only chats by this user (id or name).")
-    ] = None,
-    before: Annotated[
         str | None,
-        typer.Option("--before", help="Only chats before this time: 10m, 2h, 1d, ISO 8601."),
+        typer.Option(
+            "--author",
+            "-a",
+            metavar="USER",
+            help="Only chats by this user (id or name).",
+            autocompletion=complete_user,
+        ),
     ] = None,
-    after: Annotated[
-        str | None,
-        typer.Option("--after", help="Only chats after this time: 10m, 2h, 1d, ISO 8601."),
-    ] = None,
+    before: BeforeOption = None,
+    after: AfterOption = None,
     thread: Annotated[
-        int | None, typer.Option("--thread", help="Only chats in this thread.", show_default=False)
+        int | None,
+        typer.Option(
+            "--thread", metavar="ID", help="Only chats in this thread.", show_default=False
+        ),
     ] = None,
     limit: LimitOption = 50,
-    server: ServerOption = None,
-    profile: ProfileOption = None,
-    ca_cert: CaCertOption = None,
-    insecure: InsecureOption = False,
-    json: JsonOption = False,
+    *,
+    conn: Connection,
 ) -> None:
     """Search chats by words, channel, author and time, oldest first.
 
     With --json: the server's array of chats, newest first, as the API sends it.
+    When --limit cuts the result, stderr says so.
 
     \b
     Examples:
@@ -310,35 +318,35 @@ def search(
     before_ms = parse_time(before, option="--before") if before is not None else None
     after_ms = parse_time(after, option="--after") if after is not None else None
 
-    async def body() -> None:
-        async with client_from_options(server, profile, ca_cert, insecure) as c:
-            author_ref: int | str | None = None
-            if author is not None:
-                author_ref = int(author) if author.isdigit() else (await c.user(author)).id
-            chats = await c.search_chats(
-                query,
-                channel=channel_ref(channel) if channel is not None else None,
-                author=author_ref,
-                thread_id=thread,
-                before=before_ms,
-                after=after_ms,
-                limit=limit,
-            )
-            await _print_chats(c, chats[:limit], json)
+    async def body(c: Client) -> None:
+        chats = await c.search_chats(
+            query,
+            channel=channel,
+            author=author,
+            thread_id=thread,
+            before=before_ms,
+            after=after_ms,
+            limit=limit + 1,
+            page_size=min(_ONE_PAGE, limit + 1),
+        )
+        await _print_chats(c, conn, chats, limit)
 
-    run_async(body())
+    conn.run(body)
 
 
-async def _print_chats(c: Client, chats: list[Chat], json: bool) -> None:
-    """``chats`` (newest first, as the server sends them) in the chosen mode."""
-    from concordctl.cli import render
+async def _print_chats(c: Client, conn: Connection, chats: list[Chat], limit: int) -> None:
+    """``chats`` (newest first, one more than ``limit`` if there are more) in the chosen mode."""
+    from concordctl.cli import output
 
-    if json:
-        render.print_json(chats)
+    shown = chats[:limit]
+    if len(chats) > limit:
+        note(f"concordctl: showing the newest {limit} chats of more; raise it with --limit N")
+    if conn.wants_json:
+        conn.emit(shown)
         return
     from concordctl.cli.names import names_for_chats
 
-    names = await names_for_chats(c, chats)
-    if not chats:
-        _note("concordctl: no chats")
-    render.print_chats(reversed(chats), names)
+    names = await names_for_chats(c, shown)
+    if not shown:
+        note("concordctl: no chats")
+    output.print_chats(reversed(shown), names)

@@ -84,7 +84,7 @@ def _client(url: str, username: str, password: str) -> Client:
 
 
 async def _demo() -> None:
-    from concordctl.cli.render import stdout_console
+    from concordctl.cli.output import stdout_console
     from concordctl.server import EmbeddedServer, ServerConfig
 
     console = stdout_console()
@@ -116,7 +116,7 @@ def _cmd(console: Console, command: str) -> None:
 
 
 async def _play(console: Console, url: str) -> None:
-    from concordctl.cli.watch import _Printer
+    from concordctl.cli.printer import Printer
 
     _say(console, f"Embedded Concord server on {url} (temporary database).")
     alice_pw, bot_pw = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
@@ -136,7 +136,7 @@ async def _play(console: Console, url: str) -> None:
         await asyncio.wait_for(bot.wait_ready(), 10)
 
         _cmd(console, "concordctl tail general &   # the lines below are its output")
-        printer = _Printer(alice, json=False)
+        printer = Printer(alice, json=False)
         connected = asyncio.Event()
 
         def on_state(state: Any) -> None:

@@ -25,10 +25,8 @@ from concordctl.protocol import (
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.cli.render import Names
     from concordctl.client import Client
-    from concordctl.protocol import FullChannel
-    from concordctl.rest import RestClient
 
-__all__ = ["add_names", "channel_id", "ids_of_event", "names_for_chats"]
+__all__ = ["add_names", "ids_of_event", "names_for_chats"]
 
 
 async def add_names(
@@ -77,36 +75,3 @@ def ids_of_event(event: Event) -> tuple[list[int], list[int]]:
         users.append(event.user_id)
     channel = getattr(event, "channel_id", None)
     return ([channel] if isinstance(channel, int) else []), users
-
-
-async def channel_id(rest: RestClient, ref: str) -> int:
-    """The id of channel ``ref`` (an id, ``name`` or ``#name``) over bare REST.
-
-    The same rules as ``Client.channel``: exact name first, then a unique
-    case-insensitive match; an unknown name is ``NotFound`` with close names.
-    """
-    text = ref.strip()
-    if text.isdigit():
-        return int(text)
-    name = text.lstrip("#")
-    flat: list[tuple[str, int]] = []
-
-    def walk(nodes: list[FullChannel]) -> None:
-        for node in nodes:
-            flat.append((node.name, node.id))
-            walk(node.children)
-
-    walk(await rest.channels())
-    for known, cid in flat:
-        if known == name:
-            return cid
-    folded = [cid for known, cid in flat if known.casefold() == name.casefold()]
-    if len(folded) == 1:
-        return folded[0]
-    import difflib
-
-    from concordctl.errors import NotFound
-
-    close = difflib.get_close_matches(name, [k for k, _ in flat], n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}?" if close else "list them with 'concordctl channels'"
-    raise NotFound(f"no channel named {name!r}", hint=hint, suggestions=close)

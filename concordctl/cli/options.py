@@ -1,26 +1,24 @@
-"""Options shared by every command that talks to a server, defined once.
+"""What every command that talks to a server shares, defined once.
 
-A command declares them as parameters and builds its client with
-:func:`client_from_options`::
+A command declares only its own parameters and one ``conn: Connection``;
+:func:`server_command` adds the connection flags (``--server/-s``,
+``--profile/-p``, ``--ca-cert``, ``--insecure``, ``--timeout``) and, with
+``json=True``, ``--json`` and ``--jq``, to what Typer sees::
 
-    @app.command()
-    def whoami(
-        server: ServerOption = None,
-        profile: ProfileOption = None,
-        ca_cert: CaCertOption = None,
-        insecure: InsecureOption = False,
-        json: JsonOption = False,
-    ) -> None:
-        async def body() -> None:
-            async with client_from_options(server, profile, ca_cert, insecure) as c:
-                ...
-        run_async(body())
+    @server_command(app, json=True)
+    def whoami(conn: Connection) -> None:
+        async def body(c: Client) -> None:
+            me = await c.me()
+            conn.emit(me, lambda: print(me.username))
+        conn.run(body)
+
+:meth:`Connection.run` opens the client, runs the body under the command's
+deadline (``--timeout`` / ``CONCORD_TIMEOUT``, exit 124) and closes it.
 
 Only the flags are read here. The environment (``CONCORD_SERVER``,
-``CONCORD_TOKEN``, ``CONCORD_USERNAME``, ``CONCORD_PASSWORD``,
-``CONCORD_PROFILE``, ``CONCORD_CONFIG``) and the profile file are resolved by
-the library (``concordctl.config``), so the command line and ``Client()``
-agree on precedence: flag, then environment, then profile.
+``CONCORD_TOKEN``, ...) and the profile file are resolved by the library
+(``concordctl.config``), so the command line and ``Client()`` agree on
+precedence: flag, then environment, then profile.
 
 Nothing heavy is imported at module level: the client (httpx) is imported
 when a command builds one, so ``--help`` and ``--version`` stay fast.
@@ -28,27 +26,33 @@ when a command builds one, so ``--help`` and ``--version`` stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from dataclasses import dataclass
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from concordctl.cli.connection import Connection, default_timeout, note, run_async
+
 if TYPE_CHECKING:  # pragma: no cover
-    from concordctl.client import Client
-    from concordctl.rest import RestClient
+    pass
 
 __all__ = [
     "CaCertOption",
     "Connection",
     "InsecureOption",
+    "JqOption",
     "JsonOption",
     "ProfileOption",
     "ServerOption",
-    "client_from_options",
-    "rest_from_options",
+    "TimeoutOption",
+    "default_timeout",
+    "note",
     "run_async",
+    "server_command",
 ]
 
 T = TypeVar("T")
@@ -60,6 +64,7 @@ ServerOption = Annotated[
     typer.Option(
         "--server",
         "-s",
+        metavar="URL",
         help="Server URL, e.g. http://127.0.0.1:8080. [env: CONCORD_SERVER]",
         show_default=False,
         rich_help_panel=_CONNECTION_PANEL,
@@ -70,6 +75,7 @@ ProfileOption = Annotated[
     typer.Option(
         "--profile",
         "-p",
+        metavar="NAME",
         help="Profile of the config file to use. [env: CONCORD_PROFILE]",
         show_default=False,
         rich_help_panel=_CONNECTION_PANEL,
@@ -79,7 +85,9 @@ CaCertOption = Annotated[
     Path | None,
     typer.Option(
         "--ca-cert",
-        help="PEM file of a private CA to trust for https:// and wss://. [env: CONCORD_CA_CERT]",
+        metavar="PEM",
+        help="PEM file of a private CA to trust for https:// and wss:// (login saves it in "
+        "the profile). [env: CONCORD_CA_CERT]",
         show_default=False,
         exists=True,
         dir_okay=False,
@@ -90,7 +98,18 @@ InsecureOption = Annotated[
     bool,
     typer.Option(
         "--insecure",
-        help="Do not verify TLS certificates (dangerous: warns on stderr).",
+        help="Do not verify TLS certificates (dangerous: warns on stderr; login saves it).",
+        rich_help_panel=_CONNECTION_PANEL,
+    ),
+]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        min=0,
+        metavar="SECONDS",
+        help="Give up after this many seconds, exit 124 (default 10). [env: CONCORD_TIMEOUT]",
+        show_default=False,
         rich_help_panel=_CONNECTION_PANEL,
     ),
 ]
@@ -98,101 +117,86 @@ JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print the server's JSON (camelCase) instead of text."),
 ]
+JqOption = Annotated[
+    str | None,
+    typer.Option(
+        "--jq",
+        metavar="EXPR",
+        help="Filter the JSON with this jq expression (implies --json); strings print raw.",
+        show_default=False,
+    ),
+]
 
 
-@dataclass(frozen=True)
-class Connection:
-    """The connection flags of one command line (None: not given)."""
-
-    server: str | None = None
-    profile: str | None = None
-    ca_cert: Path | None = None
-    insecure: bool = False
-
-    def client(
-        self,
-        *,
-        username: str | None = None,
-        password: str | None = None,
-        token: str | None = None,
-        timeout: float = 10.0,
-    ) -> Client:
-        """A (not yet entered) :class:`concordctl.Client` for these flags."""
-        from concordctl.client import Client
-
-        return Client(
-            self.server,
-            username=username,
-            password=password,
-            token=token,
-            profile=self.profile,
-            ca_cert=str(self.ca_cert) if self.ca_cert is not None else None,
-            insecure=self.insecure,
-            timeout=timeout,
-        )
+_CONNECTION_PARAMS: list[tuple[str, Any, Any]] = [
+    ("server", ServerOption, None),
+    ("profile", ProfileOption, None),
+    ("ca_cert", CaCertOption, None),
+    ("insecure", InsecureOption, False),
+]
+_TIMEOUT_PARAM = ("timeout", TimeoutOption, None)
+_JSON_PARAMS: list[tuple[str, Any, Any]] = [
+    ("json", JsonOption, False),
+    ("jq", JqOption, None),
+]
 
 
-def client_from_options(
-    server: str | None = None,
-    profile: str | None = None,
-    ca_cert: Path | None = None,
-    insecure: bool = False,
+def server_command(
+    group: typer.Typer,
+    name: str | None = None,
     *,
-    username: str | None = None,
-    password: str | None = None,
-    token: str | None = None,
-    timeout: float = 10.0,
-) -> Client:
-    """Build a client from the shared connection options of a command.
+    json: bool = False,
+    timeout: bool = True,
+    label: str | None = None,
+    callback: bool = False,
+    **command_kwargs: Any,
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Register ``func(..., conn: Connection)`` as a command of ``group``.
 
-    Use it as ``async with client_from_options(...) as c:``; settings the
-    flags leave out come from the environment and the profile.
+    The connection flags (and ``--json``/``--jq`` with ``json=True``, and
+    ``--timeout`` unless ``timeout=False``: tail and wait define their own)
+    are added to the command; ``func`` receives them as one :class:`Connection`.
+    A ``--jq`` expression is compiled before anything is sent, so a typo is
+    a usage error (exit 2), not a failure after the fact.
     """
-    return Connection(server, profile, ca_cert, insecure).client(
-        username=username, password=password, token=token, timeout=timeout
-    )
+    extra = list(_CONNECTION_PARAMS)
+    if timeout:
+        extra.append(_TIMEOUT_PARAM)
+    if json:
+        extra += _JSON_PARAMS
 
+    def decorate(func: Callable[..., T]) -> Callable[..., T]:
+        hints = typing.get_type_hints(func, include_extras=True)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(func).parameters.values()
+            if p.name != "conn"
+        ]
+        names = {p.name for p in own}
+        added = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
+            for n, a, d in extra
+            if n not in names
+        ]
+        command_name = label or name or func.__name__.replace("_", "-")
 
-def rest_from_options(
-    server: str | None = None,
-    profile: str | None = None,
-    ca_cert: Path | None = None,
-    insecure: bool = False,
-    *,
-    timeout: float = 10.0,
-) -> RestClient:
-    """Just the REST client, for commands that need nothing else (``send``).
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> T:
+            values = {n: kwargs.pop(n) for n, _, _ in extra if n in kwargs and n not in names}
+            conn = Connection(command=command_name, **values)
+            if conn.jq is not None:
+                from concordctl.cli.output import compile_jq
 
-    ``concordctl.client`` imports the websocket stack; a one-shot REST
-    command should not pay for that at start-up. Same settings resolution.
-    """
-    from concordctl.config import resolve_settings, ssl_context
-    from concordctl.rest import RestClient
+                compile_jq(conn.jq)
+            return func(**kwargs, conn=conn)
 
-    settings = resolve_settings(
-        server,
-        profile=profile,
-        ca_cert=str(ca_cert) if ca_cert is not None else None,
-        insecure=insecure or None,
-        timeout=timeout,
-    )
-    tls = ssl_context(settings)  # None for http://
-    return RestClient(
-        settings.base_url,
-        username=settings.username,
-        password=settings.password,
-        token=settings.token,
-        timeout=settings.timeout,
-        # For a plain http:// server there is no certificate to verify, and
-        # httpx's default (verify=True) would load the whole CA bundle, about
-        # 90 ms, for nothing. Redirects are not followed, so no request of
-        # this client can reach an https:// URL unverified.
-        verify=tls if tls is not None else False,
-    )
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        if callback:  # a group's own options: ``concordctl channels --json``
+            group.callback(invoke_without_command=True, **command_kwargs)(wrapper)
+        else:
+            group.command(name, **command_kwargs)(wrapper)
+        return func
 
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; Ctrl-C surfaces as KeyboardInterrupt (exit 130)."""
-    import asyncio
-
-    return asyncio.run(coro)
+    return decorate

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from concordctl.cli.app import _state, app
-from concordctl.cli.options import CaCertOption, InsecureOption, ProfileOption, ServerOption
+from concordctl.cli.app import app, debug_enabled
+from concordctl.cli.options import Connection, server_command
 from concordctl.errors import ConcordError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,13 +167,44 @@ def _print_write(action: str, details: dict[str, Any]) -> None:
     print(f"dry-run: {text}", flush=True)
 
 
-def _setup_logging() -> None:
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message (and the traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _setup_logging(level: str | None = None, log_format: str = "text") -> None:
+    if level is not None and level.lower() not in _LOG_LEVELS:
+        raise UsageError(
+            f"--log-level: {level!r} is not a level", hint="use " + ", ".join(_LOG_LEVELS)
+        )
+    if log_format not in ("text", "json"):
+        raise UsageError(f"--log-format: {log_format!r} is not a format", hint="use text or json")
     root = logging.getLogger()
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.DEBUG if _state.get("debug") else logging.INFO)
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    for handler in root.handlers:
+        handler.setFormatter(
+            JsonLogFormatter()
+            if log_format == "json"
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    chosen = level.upper() if level else ("DEBUG" if debug_enabled() else "INFO")
+    root.setLevel(chosen)
     # Request lines would be noise at INFO (and a URL may carry a token).
     for noisy in ("httpx", "httpcore", "websockets", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -217,7 +248,46 @@ async def _wait_for_loadable(
     raise error  # the watcher ended (stop signal)
 
 
-@app.command("run")
+class ReplayFailed(ConcordError):
+    """A replay in which a handler failed or nothing could be read (exit 1)."""
+
+
+class _ErrorCounter(logging.Handler):
+    """Counts the errors the bot logs (a handler that raised, a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+async def _announce(c: Any, bot: Bot, path: Path) -> None:
+    """The one line at start: who the bot is, where, and what it answers."""
+    try:
+        me = await c.me()
+        who = me.username
+    except (ConcordError, RuntimeError):  # the bot reports its own failure to connect
+        return
+    names = sorted(bot.commands)
+    shown = ", ".join(f"{getattr(bot, 'prefix', '')}{n}" for n in names[:12])
+    more = ", ..." if len(names) > 12 else ""
+    log.info(
+        "running %s as %s on %s: %s%s",
+        path.name,
+        who,
+        c.settings.base_url,
+        _plural(len(names), "command") + (f" ({shown}{more})" if names else ""),
+        "",
+    )
+
+
+@server_command(app, "run", timeout=False)
 def run_command(
     target: Annotated[
         str, typer.Argument(help="path/to/bot.py, or package.module:attribute", show_default=False)
@@ -257,14 +327,30 @@ def run_command(
             "--dead-letters", help="Append events whose handler failed to this NDJSON file."
         ),
     ] = None,
-    server: ServerOption = None,
-    profile: ProfileOption = None,
-    ca_cert: CaCertOption = None,
-    insecure: InsecureOption = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level", metavar="LEVEL", help="debug, info (default), warning or error."
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option("--log-format", metavar="FORMAT", help="text, or json: one object a line."),
+    ] = "text",
+    *,
+    conn: Connection,
 ) -> None:
     """Run a bot until Ctrl-C or SIGTERM (exit 0 after a clean stop).
 
-    Example: concordctl run examples/echo_bot.py --health-file /tmp/bot.alive
+    Prints one line at start: the bot's user, the server and the commands
+    loaded. With --replay, exits 1 when a handler failed or no line of the
+    file could be read.
+
+    \b
+    Examples:
+      concordctl run examples/echo_bot.py --health-file /tmp/bot.alive
+      concordctl run bot.py --log-level warning --log-format json
+      concordctl run bot.py --replay recorded.ndjson --dry-run
     """
     from concordctl.bot import run_with_signals
 
@@ -272,8 +358,7 @@ def run_command(
         raise UsageError("--dry-run needs --replay FILE", hint="a live bot always writes")
     if reload and replay is not None:
         raise UsageError("--reload and --replay do not go together")
-    _setup_logging()
-    from concordctl.cli.options import client_from_options
+    _setup_logging(log_level, log_format)
 
     try:
         bot, path = load_bot(target, attr)
@@ -290,18 +375,35 @@ def run_command(
 
     if replay is not None:
         lines = replay.read_text(encoding="utf-8").splitlines()
-        has_server = server is not None or _server_configured(profile)
+        has_server = conn.server is not None or _server_configured(conn.profile)
+        failures = _ErrorCounter()
+        counted: list[int] = []
 
         async def replay_main() -> None:
             hook = _print_write if dry_run else None
             if dry_run and not has_server:
                 count = await bot.replay(lines, dry_run=hook)
             else:
-                async with client_from_options(server, profile, ca_cert, insecure) as c:
+                async with conn.client() as c:
                     count = await bot.replay(lines, client=c, dry_run=hook)
-            log.info("replayed %d event(s) from %s", count, replay)
+            counted.append(count)
+            log.info("replayed %s from %s", _plural(count, "event"), replay)
 
-        run_with_signals(bot, replay_main)
+        logging.getLogger("concordctl.bot").addHandler(failures)
+        try:
+            run_with_signals(bot, replay_main)
+        finally:
+            logging.getLogger("concordctl.bot").removeHandler(failures)
+        if counted and counted[0] == 0:
+            raise ReplayFailed(
+                f"--replay: no event could be read from {replay}",
+                hint="give an NDJSON recording (concordctl tail --json) or a dead-letter file",
+            )
+        if failures.count:
+            raise ReplayFailed(
+                f"--replay: {_plural(failures.count, 'handler failure')} in {replay}",
+                hint="see the log above; --debug shows the tracebacks",
+            )
         return
 
     async def live_main() -> None:
@@ -311,8 +413,13 @@ def run_command(
             else None
         )
         try:
-            async with client_from_options(server, profile, ca_cert, insecure) as c:
-                await bot.serve(client=c)
+            async with conn.client() as c:
+                announce = asyncio.create_task(_announce(c, bot, path))
+                try:
+                    await bot.serve(client=c)
+                finally:
+                    announce.cancel()
+                    await asyncio.gather(announce, return_exceptions=True)
         finally:
             if watcher is not None:
                 watcher.cancel()

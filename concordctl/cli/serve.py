@@ -12,6 +12,9 @@ import typer
 from concordctl.cli.app import app
 from concordctl.errors import UsageError
 
+#: Node numbers fit in the 10 bits the snowflake gives them (``server/cluster.py``).
+MAX_NODE_ID = 1023
+
 _LOOPBACK_NAMES = frozenset(("localhost", "ip6-localhost"))
 
 
@@ -37,6 +40,24 @@ def exposure_warning(host: str, port: int, tls: bool) -> str:
     )
 
 
+def parse_node_id(text: str) -> int | None:
+    """``auto`` (None: allocated in the database at start) or a number 0-1023."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"--node-id {text!r}: give auto or a number 0-{MAX_NODE_ID}") from None
+    if not 0 <= value <= MAX_NODE_ID:
+        raise UsageError(f"--node-id {value}: give auto or a number 0-{MAX_NODE_ID}")
+    return value
+
+
+def _status(line: str) -> None:
+    """Status lines go to stderr: stdout stays free for what a script captures."""
+    print(f"concordctl: {line}", file=sys.stderr, flush=True)
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -47,11 +68,21 @@ def serve(
         str | None,
         typer.Option(
             "--db",
-            help="SQLite database file, or :memory: (nothing kept). "
-            "[default: server.db under the user data dir]",
+            envvar="CONCORD_DB",
+            help="SQLite database file, :memory: (nothing kept), or postgresql://... "
+            "(every serve on that database is a node of one server). Its directory must "
+            "exist. [default: server.db under the user data dir]",
             show_default=False,
         ),
     ] = None,
+    node_id: Annotated[
+        str,
+        typer.Option(
+            "--node-id",
+            help="This node's number in ids (PostgreSQL): auto takes a free one from the "
+            f"database; or 0-{MAX_NODE_ID}.",
+        ),
+    ] = "auto",
     token_days: Annotated[
         float, typer.Option("--token-days", help="Validity of issued tokens, in days.")
     ] = 30.0,
@@ -59,7 +90,16 @@ def serve(
         bool,
         typer.Option(
             "--admin-password-stdin",
-            help="On first start, read the admin password from stdin instead of making one.",
+            help="Read the admin password from stdin (first start, or "
+            "--reset-admin-password) instead of making one.",
+        ),
+    ] = False,
+    reset_admin_password: Annotated[
+        bool,
+        typer.Option(
+            "--reset-admin-password",
+            help="Give user admin a new password, print it once (stdout) and exit; "
+            "old admin tokens stop working.",
         ),
     ] = False,
     tls_cert: Annotated[
@@ -74,7 +114,10 @@ def serve(
             "--cors-origin", help="Allow this browser origin (repeatable). Default: none."
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-request log lines.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No per-request or per-websocket log lines."),
+    ] = False,
     forwarded_allow_ips: Annotated[
         list[str] | None,
         typer.Option(
@@ -92,10 +135,10 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run a Concord-compatible server on this machine (SQLite, one process).
+    """Run a Concord-compatible server on this machine (SQLite, or nodes on PostgreSQL).
 
     On first start it creates user admin and channel general, and prints the
-    admin password once. Stop it with Ctrl-C or SIGTERM.
+    admin password once (stderr). Stop it with Ctrl-C or SIGTERM.
 
     Example: concordctl serve --port 8080 --db ./concord.db
     """
@@ -104,6 +147,9 @@ def serve(
     import signal
 
     from concordctl.server import EmbeddedServer, ServerConfig, default_db_path
+    from concordctl.server.config import display_db
+    from concordctl.server.runner import StartError
+    from concordctl.server.runner import reset_admin_password as reset
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
@@ -111,17 +157,25 @@ def serve(
         raise UsageError(f"--port {port} is not a TCP port")
     if token_days <= 0:
         raise UsageError("--token-days must be positive")
+    fixed_node = parse_node_id(node_id)
     admin_password: str | None = None
     if admin_password_stdin:
         admin_password = sys.stdin.readline().rstrip("\r\n")
         if not admin_password:
             raise UsageError("--admin-password-stdin: stdin gave an empty password")
 
-    db_path = db if db is not None else str(default_db_path())
+    if db is None:
+        default = default_db_path()
+        default.parent.mkdir(parents=True, exist_ok=True)  # our own directory, not a typo
+        db_path = str(default)
+    else:
+        db_path = db
+    shown_db = display_db(db_path)
     config = ServerConfig(
         host=host,
         port=port,
         db_path=db_path,
+        node_id=fixed_node,
         token_days=token_days,
         admin_password=admin_password,
         log_requests=not quiet,
@@ -133,16 +187,34 @@ def serve(
         ),
         allowed_hosts=tuple(allowed_host or ()),
     )
+    if reset_admin_password:
+        try:
+            new_password = asyncio.run(reset(config, admin_password))
+        except StartError as exc:
+            raise UsageError(str(exc)) from None
+        if admin_password is None:
+            print(new_password, flush=True)
+            _status("user admin has a new password (above); it is shown only this once")
+        else:
+            _status("user admin has the password from stdin")
+        return
+
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
     )
+    if quiet:
+        # uvicorn's "connection open/closed" lines are per websocket too.
+        for name in ("uvicorn.error", "concordctl.server.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if not is_loopback(host):
-        print(exposure_warning(host, port, tls_cert is not None), file=sys.stderr)
+        _status(exposure_warning(host, port, tls_cert is not None).removeprefix("warning: "))
 
     async def run() -> None:
         server = EmbeddedServer(config)
         try:
             await server.start()
+        except StartError as exc:
+            raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         stop = asyncio.Event()
@@ -151,23 +223,27 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         try:
             if server.admin_password is not None and admin_password is not None:
-                print("concordctl: created user admin with the password from stdin", flush=True)
+                _status("created user admin with the password from stdin")
             elif server.admin_password is not None:
-                print(
-                    f"concordctl: created user admin with password: {server.admin_password}\n"
+                _status(
+                    f"created user admin with password: {server.admin_password}\n"
                     "concordctl: it is shown only this once; log in with "
-                    f"`concordctl login --server {server.url} --username admin`",
-                    flush=True,
+                    f"`concordctl login --server {server.url} --username admin`"
                 )
             elif admin_password is not None:
-                print("concordctl: database already set up; admin password unchanged", flush=True)
+                _status("database already set up; admin password unchanged")
+            node = server.node_id
+            where = f"database: {shown_db}" + ("" if node is None else f", node {node}")
             # Last, so whoever waits for this line has seen the password too.
-            print(f"concordctl: serving on {server.url} (database: {db_path})", flush=True)
+            _status(f"serving on {server.url} ({where})")
             await server.serve_until(stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await server.stop()
-            print("concordctl: server stopped", file=sys.stderr, flush=True)
+            _status("server stopped")
+        if server.failure is not None:
+            _status(f"error: {server.failure}")
+            raise typer.Exit(1)
 
     asyncio.run(run())

@@ -12,14 +12,12 @@ import time
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concordctl.errors import redact_url
 from concordctl.server.guards import HostPolicy, RequestGuard
-from concordctl.server.routes import ROUTES
-from concordctl.server.state import ServerState, error_response
+from concordctl.server.routes import EXCEPTION_HANDLERS, ROUTES, InternalErrors
+from concordctl.server.state import ServerState
 from concordctl.server.websocket import client_socket, deny
 
 __all__ = ["build_app"]
@@ -100,15 +98,9 @@ def build_app(state: ServerState) -> ASGIApp:
                 allow_headers=["Authorization", "Content-Type"],
             )
         )
-    # Innermost: Host, Content-Type and the body deadline (``guards.py``).
+    # Host, Content-Type and the body deadline (``guards.py``), before any route.
     middleware.append(Middleware(RequestGuard, config=state.config))
-    app = Starlette(routes=ROUTES, middleware=middleware)
+    middleware.append(Middleware(InternalErrors))  # innermost: bugs become a logged 500
+    app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
     app.state.concord = state
-
-    async def fallback(request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 404)
-        return error_response(request.url.path, status, "", {})
-
-    app.add_exception_handler(404, fallback)
-    app.add_exception_handler(405, fallback)
     return _Dispatch(state, app)

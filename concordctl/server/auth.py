@@ -28,7 +28,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from concordctl.server.store import MAX_ID
+from concordctl.ids import MAX_ID
 
 __all__ = [
     "ISSUER",
@@ -125,6 +125,23 @@ def load_or_create_key(path: Path | None) -> rsa.RSAPrivateKey:
     return key
 
 
+def new_key_pem() -> bytes:
+    """A new RSA signing key as unencrypted PKCS#8 PEM (slow: call off the loop)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def key_from_pem(pem: bytes) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("the stored signing key is not an RSA private key")
+    return key
+
+
 class TokenError(Exception):
     """A token that is missing, malformed, forged, expired or of the wrong issuer."""
 
@@ -135,6 +152,8 @@ class TokenClaims:
     user_id: int
     issued_at: float
     expires_at: float
+    #: The user's token version when issued (``ver``); None in tokens made before it existed.
+    version: int | None = None
 
 
 class TokenSigner:
@@ -144,9 +163,12 @@ class TokenSigner:
         self.validity_seconds = validity_seconds
         self._verified: dict[str, TokenClaims] = {}
 
-    def issue(self, username: str, user_id: int, *, lifetime: float | None = None) -> str:
+    def issue(
+        self, username: str, user_id: int, *, lifetime: float | None = None, version: int = 0
+    ) -> str:
         """A token for the user; ``lifetime`` (seconds, may be negative in tests)
-        overrides the configured validity."""
+        overrides the configured validity. ``version`` is the user's token
+        version (claim ``ver``): bumping it retires every older token."""
         now = int(time.time())
         seconds = max(1, round(self.validity_seconds)) if lifetime is None else round(lifetime)
         claims: dict[str, Any] = {
@@ -155,6 +177,7 @@ class TokenSigner:
             "iat": now,
             "exp": now + seconds,
             "iss": ISSUER,
+            "ver": version,
         }
         return jwt.encode(claims, self._key, algorithm="RS256")
 
@@ -187,7 +210,10 @@ class TokenSigner:
         # An id outside SQLite's integer range would overflow the user lookup.
         if type(user_id) is not int or not 0 < user_id <= MAX_ID or not isinstance(sub, str):
             raise TokenError("bad claims")
-        return TokenClaims(sub, user_id, float(claims["iat"]), float(claims["exp"]))
+        version = claims.get("ver")
+        if version is not None and type(version) is not int:
+            raise TokenError("bad claims")
+        return TokenClaims(sub, user_id, float(claims["iat"]), float(claims["exp"]), version)
 
 
 class LoginLimiter:

@@ -26,7 +26,7 @@ import ipaddress
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concordctl.server.config import ServerConfig
-from concordctl.server.state import error_response
+from concordctl.server.responses import error_response
 
 __all__ = ["HostPolicy", "RequestGuard"]
 

@@ -213,6 +213,12 @@ class Hub:
             except Exception:  # one broken connection must not stop the others
                 log.debug("flush failed for user %s", sub.user_id, exc_info=True)
 
+    def close_user(self, user_id: int, code: int, reason: str) -> None:
+        """Close every socket of ``user_id`` with ``code``, in the background."""
+        for sub in list(self.subscribers):
+            if sub.user_id == user_id and not sub.closing:
+                self._spawn(sub.close(code, reason))
+
     async def close_all(self, code: int, reason: str) -> None:
         subs = list(self.subscribers)
         if subs:

@@ -1,39 +1,55 @@
-"""The REST endpoints of the contract, under ``/api``.
+"""The REST endpoints of the contract, under ``/api``, plus our few extensions.
 
-Handlers validate their input and answer 4xx with the contract's error body
-(``{path, status, error, message}``); a 401 has an empty body and
+Handlers validate their input and raise
+:class:`~concordctl.server.responses.ApiError` for a 4xx; the exception
+handlers here (:data:`EXCEPTION_HANDLERS`, and :class:`InternalErrors` for
+bugs) turn that into the contract's error body ``{path, status, error,
+message}`` once for every route. A 401 has an empty body and
 ``WWW-Authenticate: Basic realm="Realm"`` as upstream's Spring Security sends.
+
+Our extensions: ``PATCH /api/channels/{id}``, ``PATCH /api/server``,
+``POST /api/admin/users/promote`` and ``DELETE /api/tokens``. Channel changes
+and server edits need an admin unless ``ServerConfig.open_channels``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concordctl import protocol as p
+from concordctl.ids import MAX_ID
 from concordctl.protocol import FrameError
 from concordctl.server import auth
-from concordctl.server.state import (
-    ApiError,
-    ServerState,
-    Unauthorized,
+from concordctl.server.actions import close_sessions, issue_token, react, send_chat, token_user
+from concordctl.server.checks import (
+    MAX_USERNAME_CHARS,
     check_content,
+    check_credentials,
     check_id,
-    error_response,
-    react,
-    send_chat,
-    token_user,
+    parse_id,
+    require_admin,
 )
-from concordctl.server.store import MAX_ID, SearchFilter, StoredUser
+from concordctl.server.responses import (
+    ApiError,
+    Forbidden,
+    Unauthorized,
+    empty_response,
+    error_response,
+    json_response,
+)
+from concordctl.server.state import ServerState
+from concordctl.server.store import SearchFilter, StoredUser
 
-__all__ = ["ROUTES"]
+__all__ = ["EXCEPTION_HANDLERS", "ROUTES", "InternalErrors"]
 
 log = logging.getLogger("concordctl.server")
 T = TypeVar("T")
@@ -41,25 +57,56 @@ T = TypeVar("T")
 _IMAGE_TYPES = frozenset(("image/png", "image/jpeg", "image/webp", "image/gif"))
 
 
+# ------------------------------------------------------------ error handling
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(request.url.path, exc.status, exc.message, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    return error_response(request.url.path, status, "", {})
+
+
+#: Starlette's exception handlers: an ApiError, or routing's 404/405, as the contract's error.
+EXCEPTION_HANDLERS: Mapping[Any, Callable[..., Any]] = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+}
+
+
+class InternalErrors:
+    """ASGI middleware: a bug in a handler is logged and answered 500 (the
+    contract's body, no traceback), and nothing is re-raised to uvicorn."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            path = scope.get("path", "")
+            log.exception("internal error on %s %s", scope.get("method", "?"), path)
+            if not started:
+                response = error_response(path, 500, "internal error", {})
+                await response(scope, receive, send)
+
+
 # ------------------------------------------------------------------ helpers
-
-
-def _json(value: Any, status: int = 200) -> Response:
-    return Response(p.encode(value), status_code=status, media_type="application/json")
-
-
-def _empty() -> Response:
-    return Response(b"", status_code=200)
-
-
-def _parse_id(text: str, what: str) -> int:
-    """A positive 64-bit id from a path or query; 400 for anything else."""
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise ApiError(400, f"{what} must be a positive 64-bit integer")
-    value = int(text)
-    if not 0 < value <= MAX_ID:
-        raise ApiError(400, f"{what} must be a positive 64-bit integer")
-    return value
 
 
 def _query_int(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -90,7 +137,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _body(request: Request, model: type[T]) -> T:
-    state: ServerState = request.app.state.concord
+    state = _state(request)
     raw = await _read_body(request, state.config.max_body_bytes)
     if not raw.strip():
         raise ApiError(400, "a JSON body is required")
@@ -105,128 +152,157 @@ def _state(request: Request) -> ServerState:
     return state
 
 
-def _authenticate(request: Request) -> StoredUser:
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+async def _authenticate(request: Request) -> StoredUser:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":
         raise Unauthorized()
-    user = token_user(_state(request), token.strip())
+    user = await token_user(_state(request), token.strip())
     if user is None:
         raise Unauthorized()
     return user
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+def _channel_admin(state: ServerState, user: StoredUser, action: str) -> None:
+    require_admin(user, action, open_to_all=state.config.open_channels)
 
 
-def _endpoint(fn: Handler) -> Handler:
-    """Turn ApiError (and any bug) into the contract's error response."""
+def _optional_text(value: object, what: str, limit: int) -> str | None:
+    if value is None or not isinstance(value, str):
+        return None
+    if len(value) > limit:
+        raise ApiError(400, f"{what} longer than {limit} characters")
+    return value
 
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await fn(request)
-        except ApiError as exc:
-            return error_response(request.url.path, exc.status, exc.message, exc.headers)
-        except Exception:
-            log.exception("internal error on %s %s", request.method, request.url.path)
-            return error_response(request.url.path, 500, "internal error", {})
 
-    wrapped.__name__ = fn.__name__
-    return wrapped
+def _name(value: object, what: str = "name", limit: int = 100) -> str | None:
+    if not isinstance(value, str):
+        return None
+    name = value.strip()
+    if not name or len(name) > limit:
+        raise ApiError(400, f"{what} must be 1-{limit} characters")
+    return name
 
 
 # ---------------------------------------------------------------- tokens
 
 
-@_endpoint
 async def post_token(request: Request) -> Response:
+    """``POST /api/tokens``: a token for good credentials; 400 otherwise, 429
+    (with ``Retry-After``, the right password included) past the failure limits."""
     state = _state(request)
     creds = await _body(request, p.Credentials)
-    if len(creds.username) > auth.MAX_USERNAME_CHARS:  # cannot exist; never a limiter key
-        raise ApiError(400, "bad credentials")
-    address = request.client.host if request.client else "?"
-    wait = state.logins.retry_after(address, creds.username)
+    if len(creds.username) > MAX_USERNAME_CHARS:
+        raise ApiError(400, "bad credentials")  # no such user can exist; not worth a limiter key
+    logins = state.limits.logins
+    address = _address(request)
+    wait = logins.retry_after(address, creds.username)
     if wait > 0:
         raise ApiError(
             429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)}
         )
-    user = state.store.user_by_name(creds.username)
+    user = await state.store.user_by_name(creds.username)
     stored = user.password_hash if user else auth.DUMMY_HASH
     ok = await asyncio.to_thread(auth.verify_password, creds.password, stored)
     if user is None or not ok:
-        state.logins.failed(address, creds.username)
+        logins.failed(address, creds.username)
         raise ApiError(400, "bad credentials")
-    return _json(p.Token(token=state.signer.issue(user.username, user.id)))
+    return json_response(p.Token(token=issue_token(state, user)))
 
 
-@_endpoint
 async def recycle_token(request: Request) -> Response:
-    user = _authenticate(request)
-    return _json(p.Token(token=_state(request).signer.issue(user.username, user.id)))
+    """``GET /api/tokens/recycle``: a fresh token for the caller's valid one."""
+    user = await _authenticate(request)
+    return json_response(p.Token(token=issue_token(_state(request), user)))
+
+
+async def revoke_tokens(request: Request) -> Response:
+    """``DELETE /api/tokens`` (ours): every token of the caller stops working
+    and its sockets close with 4001 (``concordctl logout``)."""
+    user = await _authenticate(request)
+    state = _state(request)
+    await state.store.revoke_tokens(user.id)
+    await close_sessions(state, user.id, "logged out")
+    return empty_response()
 
 
 # ----------------------------------------------------------------- users
 
 
-def _check_credentials(creds: p.Credentials) -> None:
-    name = creds.username
-    if not name or len(name) > 64 or not name.isprintable() or name != name.strip():
-        raise ApiError(400, "username must be 1-64 printable characters, no outer spaces")
-    if not creds.password or len(creds.password) > 1024:
-        raise ApiError(400, "password must be 1-1024 characters")
-
-
-@_endpoint
 async def register(request: Request) -> Response:
+    """``POST /api/users/register``: a new account; 400 when the name (compared
+    by its NFKC + casefold key) is taken; 403 when registration is off; 429
+    past the per-address limit."""
     state = _state(request)
+    if not state.config.registration:
+        raise Forbidden("registration is closed on this server; ask its admin for an account")
     creds = await _body(request, p.Credentials)
-    _check_credentials(creds)
+    check_credentials(creds)
+    limiter = state.limits.registrations
+    address_key = "addr:" + _address(request)
+    wait = limiter.retry_after(address_key)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "too many registrations from this address; try again later",
+            {"Retry-After": str(int(wait) + 1)},
+        )
     hashed = await asyncio.to_thread(auth.hash_password, creds.password)
-    user = state.store.add_user(creds.username, hashed)
+    user = await state.store.add_user(creds.username, hashed)
     if user is None:
         raise ApiError(400, "username taken")
+    limiter.failed(address_key)  # counts the registration
     state.broadcast(p.UserJoined(user_id=user.id))
-    return _json(p.RegisteredUser(id=user.id, username=user.username))
+    return json_response(p.RegisteredUser(id=user.id, username=user.username))
 
 
-@_endpoint
 async def list_users(request: Request) -> Response:
-    _authenticate(request)
+    """``GET /api/users``: every user with online status."""
+    await _authenticate(request)
     state = _state(request)
-    return _json([state.full_user(u) for u in state.store.users()])
+    return json_response([state.presence.full_user(u) for u in await state.store.users()])
 
 
-@_endpoint
 async def get_user(request: Request) -> Response:
-    _authenticate(request)
+    """``GET /api/users/{userId}``: one user; 404 when unknown."""
+    await _authenticate(request)
     state = _state(request)
-    user = state.store.user(_parse_id(request.path_params["user_id"], "userId"))
+    user = await state.store.user(parse_id(request.path_params["user_id"], "userId"))
     if user is None:
         raise ApiError(404, "no such user")
-    return _json(state.full_user(user))
+    return json_response(state.presence.full_user(user))
 
 
-@_endpoint
 async def get_self(request: Request) -> Response:
-    user = _authenticate(request)
-    return _json(_state(request).full_user(user))
+    """``GET /api/self``: the caller."""
+    user = await _authenticate(request)
+    return json_response(_state(request).presence.full_user(user))
 
 
-@_endpoint
 async def set_password(request: Request) -> Response:
-    user = _authenticate(request)
+    """``POST /api/self/password``: a new password. Every token of the user,
+    the caller's included, stops working, and the user's sockets close with
+    4001: log in again with the new password."""
+    user = await _authenticate(request)
     state = _state(request)
     body = await _body(request, p.NewPassword)
     if not body.new_password or len(body.new_password) > 1024:
         raise ApiError(400, "newPassword must be 1-1024 characters")
     hashed = await asyncio.to_thread(auth.hash_password, body.new_password)
-    state.store.set_password(user.id, hashed, int(time.time()))
-    return _empty()
+    await state.store.set_password(user.id, hashed)
+    await close_sessions(state, user.id, "password changed")
+    return empty_response()
 
 
-@_endpoint
 async def set_avatar(request: Request) -> Response:
-    user = _authenticate(request)
+    """``POST /api/self/avatar``: a raw PNG, JPEG, WebP or GIF replaces (and
+    deletes) the previous avatar; 415 for other types, 413 too big, 429 past
+    the per-user upload budget."""
+    user = await _authenticate(request)
     state = _state(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _IMAGE_TYPES:
@@ -234,62 +310,96 @@ async def set_avatar(request: Request) -> Response:
     data = await _read_body(request, state.config.max_avatar_bytes)
     if not data:
         raise ApiError(400, "empty image")
-    state.store.set_avatar(user.id, content_type, data)
-    fresh = state.store.user(user.id)
+    budget = state.limits.avatar_uploads
+    refusal = budget.refusal(user.id, len(data))
+    if refusal is not None:
+        raise ApiError(429, f"avatar uploads: {refusal}; try again later")
+    budget.spend(user.id, len(data))
+    await state.store.set_avatar(user.id, content_type, data)
+    fresh = await state.store.user(user.id)
     assert fresh is not None
-    return _json(state.full_user(fresh))
+    return json_response(state.presence.full_user(fresh))
 
 
-@_endpoint
 async def get_image(request: Request) -> Response:
-    _authenticate(request)
-    image = _state(request).store.image(_parse_id(request.path_params["image_id"], "imageId"))
+    """``GET /api/images/{imageId}``: the image's bytes with its content type."""
+    await _authenticate(request)
+    image = await _state(request).store.image(parse_id(request.path_params["image_id"], "imageId"))
     if image is None:
         raise ApiError(404, "no such image")
     content_type, data = image
     return Response(data, media_type=content_type, headers={"X-Content-Type-Options": "nosniff"})
 
 
-@_endpoint
 async def get_server(request: Request) -> Response:
-    _authenticate(request)
-    return _json(_state(request).store.server())
+    """``GET /api/server``: name, description, icon id and default channel."""
+    await _authenticate(request)
+    return json_response(await _state(request).store.server())
+
+
+async def patch_server(request: Request) -> Response:
+    """``PATCH /api/server`` (ours) ``{name?, description?}``: admins only
+    (unless open channels); the updated server."""
+    user = await _authenticate(request)
+    state = _state(request)
+    _channel_admin(state, user, "edit the server")
+    body = await _body(request, p.ServerEdit)
+    name = _name(body.name)
+    description = _optional_text(body.description, "description", 1000)
+    return json_response(await state.store.update_server(name, description))
+
+
+async def promote_user(request: Request) -> Response:
+    """``POST /api/admin/users/promote`` (ours) ``{username}``: make a user an
+    admin; 403 unless the caller is one, 404 for an unknown name."""
+    caller = await _authenticate(request)
+    require_admin(caller, "promote users")
+    state = _state(request)
+    body = await _body(request, p.Promotion)
+    user = await state.store.user_by_name(body.username)
+    if user is None:
+        raise ApiError(404, "no such user")
+    promoted = await state.store.set_admin(user.id)
+    assert promoted is not None
+    return json_response(
+        p.PromotedUser(id=promoted.id, username=promoted.username, admin=promoted.admin)
+    )
 
 
 # -------------------------------------------------------------- channels
 
 
-@_endpoint
 async def list_channels(request: Request) -> Response:
-    _authenticate(request)
-    return _json(_state(request).store.channel_tree())
+    """``GET /api/channels``: the channel tree."""
+    await _authenticate(request)
+    return json_response(await _state(request).store.channel_tree())
 
 
-@_endpoint
 async def get_channel(request: Request) -> Response:
-    _authenticate(request)
-    channel = _state(request).store.channel(
-        _parse_id(request.path_params["channel_id"], "channelId")
+    """``GET /api/channels/{channelId}``: one channel; 404 when unknown."""
+    await _authenticate(request)
+    channel = await _state(request).store.channel(
+        parse_id(request.path_params["channel_id"], "channelId")
     )
     if channel is None:
         raise ApiError(404, "no such channel")
-    return _json(channel)
+    return json_response(channel)
 
 
-@_endpoint
 async def create_channel(request: Request) -> Response:
-    user = _authenticate(request)
+    """``POST /api/channels``: a new channel (admins, or anyone with open
+    channels); broadcasts channel_created and channels_updated for moved siblings."""
+    user = await _authenticate(request)
     state = _state(request)
+    _channel_admin(state, user, "create channels")
     body = await _body(request, p.NewChannel)
-    name = body.name.strip()
-    if not name or len(name) > 100:
+    name = _name(body.name)
+    if name is None:
         raise ApiError(400, "name must be 1-100 characters")
-    description = body.description if isinstance(body.description, str) else None
-    if description is not None and len(description) > 1000:
-        raise ApiError(400, "description longer than 1000 characters")
+    description = _optional_text(body.description, "description", 1000)
     parent = body.parent_channel_id if isinstance(body.parent_channel_id, int) else None
     check_id(parent, "parentChannelId")
-    if parent is not None and not state.store.channel_exists(parent):
+    if parent is not None and not await state.store.channel_exists(parent):
         raise ApiError(400, "unknown parent channel")
     ordinality = body.ordinality if isinstance(body.ordinality, int) else None
     if ordinality is not None and not 0 <= ordinality <= 1_000_000:
@@ -297,7 +407,7 @@ async def create_channel(request: Request) -> Response:
     caps = body.capabilities if isinstance(body.capabilities, list) else None
     if caps is not None and (len(caps) > 32 or any(len(c) > 64 for c in caps)):
         raise ApiError(400, "at most 32 capabilities of at most 64 characters")
-    channel, moved = state.store.add_channel(
+    channel, moved = await state.store.add_channel(
         name=name,
         description=description,
         parent_channel_id=parent,
@@ -308,50 +418,72 @@ async def create_channel(request: Request) -> Response:
     state.broadcast(p.ChannelCreated(channel=channel))
     for sibling in moved:
         state.broadcast(p.ChannelsUpdated(channel=sibling))
-    return _json(channel)
+    return json_response(channel)
 
 
-@_endpoint
-async def delete_channel(request: Request) -> Response:
-    _authenticate(request)
+async def patch_channel(request: Request) -> Response:
+    """``PATCH /api/channels/{channelId}`` (ours) ``{name?, description?}``:
+    admins (or open channels); 404 unknown; broadcasts channels_updated."""
+    user = await _authenticate(request)
     state = _state(request)
-    channel_id = _parse_id(request.path_params["channel_id"], "channelId")
-    if not state.store.channel_exists(channel_id):
+    channel_id = parse_id(request.path_params["channel_id"], "channelId")
+    _channel_admin(state, user, "edit channels")
+    body = await _body(request, p.ChannelEdit)
+    name = _name(body.name)
+    description = _optional_text(body.description, "description", 1000)
+    if not await state.store.channel_exists(channel_id):
         raise ApiError(404, "no such channel")
-    for deleted in reversed(state.store.delete_channel(channel_id)):
+    channel = await state.store.update_channel(channel_id, name, description)
+    if channel is None:
+        raise ApiError(404, "no such channel")
+    state.broadcast(p.ChannelsUpdated(channel=channel))
+    return json_response(channel)
+
+
+async def delete_channel(request: Request) -> Response:
+    """``DELETE /api/channels/{channelId}``: the channel, its sub-channels and
+    their chats (admins, or open channels); broadcasts channel_deleted for each."""
+    user = await _authenticate(request)
+    state = _state(request)
+    channel_id = parse_id(request.path_params["channel_id"], "channelId")
+    _channel_admin(state, user, "delete channels")
+    if not await state.store.channel_exists(channel_id):
+        raise ApiError(404, "no such channel")
+    for deleted in reversed(await state.store.delete_channel(channel_id)):
         state.broadcast(p.ChannelDeleted(channel_id=deleted))
-    return _empty()
+    return empty_response()
 
 
 # ----------------------------------------------------------------- chats
 
 
-@_endpoint
 async def post_chat(request: Request) -> Response:
-    user = _authenticate(request)
+    """``POST /api/channels/{channelId}/chats``: send a chat; 400 unknown channel."""
+    user = await _authenticate(request)
     state = _state(request)
-    channel_id = _parse_id(request.path_params["channel_id"], "channelId")
+    channel_id = parse_id(request.path_params["channel_id"], "channelId")
     body = await _body(request, p.NewChat)
     sent_at = body.sent_at if isinstance(body.sent_at, int) else None
     thread_id = body.thread_id if isinstance(body.thread_id, int) else None
-    return _json(send_chat(state, user, channel_id, body.content, sent_at, thread_id))
+    return json_response(await send_chat(state, user, channel_id, body.content, sent_at, thread_id))
 
 
-@_endpoint
 async def latest_chats(request: Request) -> Response:
-    _authenticate(request)
+    """``GET /api/channels/{channelId}/chats/latest?size=``: newest first; 404 unknown."""
+    await _authenticate(request)
     state = _state(request)
-    channel_id = _parse_id(request.path_params["channel_id"], "channelId")
+    channel_id = parse_id(request.path_params["channel_id"], "channelId")
     size = _query_int(request, "size", 50, 1, state.config.max_page_size)
     assert size is not None
-    if not state.store.channel_exists(channel_id):
+    if not await state.store.channel_exists(channel_id):
         raise ApiError(404, "no such channel")
-    return _json(state.store.latest(channel_id, size))
+    return json_response(await state.store.latest(channel_id, size))
 
 
-@_endpoint
 async def search_chats(request: Request) -> Response:
-    _authenticate(request)
+    """``GET /api/chats``: search, newest first. ``query``: several words =
+    all of them, ``"quoted words"`` = a phrase (``store/search.py``)."""
+    await _authenticate(request)
     state = _state(request)
     size = _query_int(request, "size", 50, 1, state.config.max_page_size)
     page = _query_int(request, "page", 0, 0, 1_000_000)
@@ -372,76 +504,81 @@ async def search_chats(request: Request) -> Response:
     )
     if f.thread_id == 0:
         raise ApiError(400, "threadId must be a chat id or -1")
-    return _json(state.store.search(f))
+    return json_response(await state.store.search(f))
 
 
-def _chat_or_404(state: ServerState, request: Request) -> p.Chat:
-    chat = state.store.chat(_parse_id(request.path_params["chat_id"], "chatId"))
+async def _chat_or_404(state: ServerState, request: Request) -> p.Chat:
+    chat = await state.store.chat(parse_id(request.path_params["chat_id"], "chatId"))
     if chat is None:
         raise ApiError(404, "no such chat")
     return chat
 
 
-@_endpoint
 async def get_chat(request: Request) -> Response:
-    _authenticate(request)
-    return _json(_chat_or_404(_state(request), request))
+    """``GET /api/chats/{chatId}``: one chat; 404 when unknown."""
+    await _authenticate(request)
+    return json_response(await _chat_or_404(_state(request), request))
 
 
-@_endpoint
 async def edit_chat(request: Request) -> Response:
-    user = _authenticate(request)
+    """``PATCH /api/chats/{chatId}``: new content, by the author only (403)."""
+    user = await _authenticate(request)
     state = _state(request)
-    chat = _chat_or_404(state, request)
+    chat = await _chat_or_404(state, request)
     body = await _body(request, p.ChatEdit)
     if chat.author_id != user.id:
         raise ApiError(403, "only the author can edit a chat")
-    content = check_content(state, body.content)
-    edited = state.store.edit_chat(chat.id, content)
-    assert edited is not None
+    content = check_content(state.config, body.content)
+    edited = await state.store.edit_chat(chat.id, content)
+    if edited is None:
+        raise ApiError(404, "no such chat")
     state.broadcast(
         p.ChatEdited(
             chat_id=chat.id, channel_id=chat.channel_id, thread_id=chat.thread_id, content=content
         )
     )
-    return _json(edited)
+    return json_response(edited)
 
 
-@_endpoint
 async def delete_chat(request: Request) -> Response:
-    user = _authenticate(request)
+    """``DELETE /api/chats/{chatId}``: by the author only (403); 404 when unknown."""
+    user = await _authenticate(request)
     state = _state(request)
-    chat = _chat_or_404(state, request)
+    chat = await _chat_or_404(state, request)
     if chat.author_id != user.id:
         raise ApiError(403, "only the author can delete a chat")
-    state.store.delete_chat(chat.id)
+    await state.store.delete_chat(chat.id)
     state.broadcast(
         p.ChatDeleted(chat_id=chat.id, channel_id=chat.channel_id, thread_id=chat.thread_id)
     )
-    return _empty()
+    return empty_response()
 
 
-@_endpoint
 async def get_reactions(request: Request) -> Response:
-    _authenticate(request)
+    """``GET /api/chats/{chatId}/reactions``: who reacted with what, and counts."""
+    await _authenticate(request)
     state = _state(request)
-    chat = _chat_or_404(state, request)
-    users = state.store.reactions(chat.id)
-    return _json(p.Reactions(reacting_users=users, reactions={r: len(u) for r, u in users.items()}))
+    chat = await _chat_or_404(state, request)
+    users = await state.store.reactions(chat.id)
+    return json_response(
+        p.Reactions(reacting_users=users, reactions={r: len(u) for r, u in users.items()})
+    )
 
 
-@_endpoint
 async def post_reaction(request: Request) -> Response:
-    user = _authenticate(request)
+    """``POST /api/chats/{chatId}/reactions`` ``{reaction, adding}``; 404 unknown chat."""
+    user = await _authenticate(request)
     state = _state(request)
-    chat_id = _parse_id(request.path_params["chat_id"], "chatId")
+    chat_id = parse_id(request.path_params["chat_id"], "chatId")
     body = await _body(request, p.ReactionChange)
-    react(state, user, chat_id, body.reaction, body.adding)
-    return _empty()
+    await react(state, user, chat_id, body.reaction, body.adding)
+    return empty_response()
 
 
+#: Every REST route of the server, for ``app.py``.
 ROUTES = [
     Route("/api/tokens", post_token, methods=["POST"]),
+    Route("/api/tokens", revoke_tokens, methods=["DELETE"]),
     Route("/api/tokens/recycle", recycle_token, methods=["GET"]),
     Route("/api/users/register", register, methods=["POST"]),
     Route("/api/users", list_users, methods=["GET"]),
@@ -450,10 +587,13 @@ ROUTES = [
     Route("/api/self/password", set_password, methods=["POST"]),
     Route("/api/self/avatar", set_avatar, methods=["POST"]),
     Route("/api/server", get_server, methods=["GET"]),
+    Route("/api/server", patch_server, methods=["PATCH"]),
+    Route("/api/admin/users/promote", promote_user, methods=["POST"]),
     Route("/api/images/{image_id}", get_image, methods=["GET"]),
     Route("/api/channels", list_channels, methods=["GET"]),
     Route("/api/channels", create_channel, methods=["POST"]),
     Route("/api/channels/{channel_id}", get_channel, methods=["GET"]),
+    Route("/api/channels/{channel_id}", patch_channel, methods=["PATCH"]),
     Route("/api/channels/{channel_id}", delete_channel, methods=["DELETE"]),
     Route("/api/channels/{channel_id}/chats/latest", latest_chats, methods=["GET"]),
     Route("/api/channels/{channel_id}/chats", post_chat, methods=["POST"]),

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -24,15 +26,19 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concordctl.errors import redact_url
 from concordctl.server import auth, connections
 from concordctl.server.app import build_app
-from concordctl.server.config import ServerConfig, key_path_for
+from concordctl.server.cluster import Cluster, ClusterError, tell_nodes_to_close
+from concordctl.server.config import ServerConfig, display_db, is_postgres_url, key_path_for
+from concordctl.server.hub import Hub
+from concordctl.server.presence import Presence
 from concordctl.server.state import ServerState
-from concordctl.server.store import Store
+from concordctl.server.store import Store, StoreError, open_store
 
-__all__ = ["EmbeddedServer", "ServerThread"]
+__all__ = ["EmbeddedServer", "ServerThread", "StartError", "check_db_path", "reset_admin_password"]
 
 log = logging.getLogger("concordctl.server")
 T = TypeVar("T")
@@ -87,6 +93,70 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class StartError(Exception):
+    """The server cannot start, found before anything was created; the message says why."""
+
+
+def check_db_path(db: str | Path) -> None:
+    """Raise :class:`StartError` unless ``db`` can be opened for writing.
+
+    A missing parent directory is an error, never created: a typo in ``--db``
+    must not leave a tree of directories behind.
+    """
+    text = str(db)
+    if text == ":memory:" or is_postgres_url(text):
+        return
+    path = Path(text)
+    parent = path.parent
+    if not parent.is_dir():
+        raise StartError(f"--db {text}: directory {parent} does not exist; create it first")
+    if path.is_dir():
+        raise StartError(f"--db {text} is a directory; give a file name")
+    key = key_path_for(text)
+    for target in (path, key):
+        if target is not None and target.exists() and not os.access(target, os.W_OK | os.R_OK):
+            raise StartError(f"--db {text}: {target} is not writable; check its permissions")
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise StartError(f"--db {text}: directory {parent} is not writable")
+
+
+def check_tls(certfile: str | None, keyfile: str | None) -> None:
+    """Raise :class:`StartError` unless the certificate and key load together."""
+    if certfile is None:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        detail = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise StartError(
+            f"--tls-cert {certfile} / --tls-key {keyfile} cannot be used: {detail}"
+        ) from None
+
+
+class _AfterPublished:
+    """Hold each HTTP response until what its request published has left this
+    node (``Cluster.published``): an acknowledged chat is then in the database
+    *and* announced to every node, whatever happens to this process next."""
+
+    def __init__(self, app: ASGIApp, cluster: Cluster) -> None:
+        self.app = app
+        self.cluster = cluster
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cluster = self.cluster
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await cluster.published()
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 class EmbeddedServer:
     """A Concord-compatible server in this process's event loop.
 
@@ -101,6 +171,11 @@ class EmbeddedServer:
         self._uvicorn: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
         self._listener: socket.socket | None = None
+        #: This node's part in a server of several nodes (PostgreSQL), or None.
+        self.cluster: Cluster | None = None
+        #: Why the server stopped by itself (it lost its database), or None.
+        self.failure: str | None = None
+        self._failed = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -126,40 +201,110 @@ class EmbeddedServer:
         return self.state.store
 
     @property
+    def node_id(self) -> int | None:
+        """This node's number in the cluster (PostgreSQL); None on SQLite."""
+        return self.cluster.node_id if self.cluster is not None else None
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
+        """Bind, check the TLS files and the database path, then open (and on first
+        start seed) the database and serve.
+
+        Everything that can fail for a reason the user must fix (a busy port:
+        ``OSError``; a bad certificate or database path: :class:`StartError`)
+        fails before the database or the admin user is created, so a one-time
+        admin password is never made and lost.
+        """
         if self._state is None:
-            self._state = await asyncio.to_thread(self._open)
+            cfg = self.config
+            check_tls(cfg.ssl_certfile, cfg.ssl_keyfile)
+            check_db_path(cfg.db_path)
+            if self._listener is None:
+                self._listener = _bind(cfg.host, self.port)
+                self.port = self._listener.getsockname()[1]
+            hub, presence = Hub(), Presence()
+            try:
+                # Joined first: a taken --node-id must fail before the admin is seeded.
+                await self._join(hub, presence.online)
+                self._state = await self._open(hub, presence)
+                if self.cluster is not None:
+                    await self._attach(self.cluster, self._state)
+            except BaseException:
+                if self._state is not None:
+                    await self._state.store.close()
+                    self._state = None
+                await self._leave()
+                self._close_listener()
+                raise
             try:
                 await self._serve()
             except BaseException:
                 self._close_listener()
-                self._state.store.close()
+                await self._state.store.close()
                 self._state = None
                 raise
         else:
             await self._serve()
 
-    def _open(self) -> ServerState:
-        """Open (and on first start seed) the database and the signing key."""
+    async def _join(self, hub: Hub, online: set[int]) -> None:
+        url = self.config.cluster_url
+        if url is None:
+            return
+        cluster = Cluster(url, hub, online, node_id=self.config.node_id)
+        try:
+            await cluster.start()
+        except ClusterError as exc:
+            raise StartError(str(exc)) from None
+        cluster.on_lost = self._lose_database
+        self.cluster = cluster
+
+    async def _attach(self, cluster: Cluster, state: ServerState) -> None:
+        """Make this node's state the cluster's: key, limits, fan-out (ids: ``_open``)."""
+        pem = await cluster.signing_key_pem(auth.new_key_pem)
+        state.signer = auth.TokenSigner(auth.key_from_pem(pem), state.signer.validity_seconds)
+        for name, limiter in _login_limiters(state):
+            cluster.share_limiter(name, limiter)
+        state.fanout = cluster
+
+    async def _leave(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.stop()
+            self.cluster = None
+
+    def _lose_database(self) -> None:
+        self.failure = "lost the connection to the database; stopping (clients move to other nodes)"
+        log.error(self.failure)
+        self._failed.set()
+
+    async def _open(self, hub: Hub, presence: Presence) -> ServerState:
+        """Open (migrating and on first start seeding) the database and the signing key."""
         cfg = self.config
         db = str(cfg.db_path)
-        if db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-        store = Store(db)
         try:
-            key = auth.load_or_create_key(key_path_for(db))
-            if not store.is_seeded():
+            store = await open_store(db)
+        except StoreError as exc:
+            raise StartError(f"--db {display_db(db)}: {exc}") from None
+        if self.cluster is not None:
+            store.ids.node_id = self.cluster.node_id  # before the seed makes the first ids
+        try:
+            key = await asyncio.to_thread(auth.load_or_create_key, key_path_for(db))
+            if not await store.is_seeded():
                 password = cfg.admin_password or auth.random_password()
-                store.seed(auth.hash_password(password))
-                self.admin_password = password
+                hashed = await asyncio.to_thread(auth.hash_password, password)
+                if await store.seed(hashed):
+                    self.admin_password = password
         except BaseException:
-            store.close()
+            await store.close()
             raise
         return ServerState(
-            config=cfg, store=store, signer=auth.TokenSigner(key, cfg.token_validity_seconds)
+            config=cfg,
+            store=store,
+            signer=auth.TokenSigner(key, cfg.token_validity_seconds),
+            hub=hub,
+            presence=presence,
         )
 
     async def _serve(self) -> None:
@@ -170,8 +315,11 @@ class EmbeddedServer:
             self._listener = _bind(cfg.host, self.port)
             self.port = self._listener.getsockname()[1]
         sock = self._listener.dup()  # uvicorn closes this one when it stops
+        app = build_app(state)
+        if self.cluster is not None:
+            app = _AfterPublished(app, self.cluster)
         uv_config = uvicorn.Config(
-            build_app(state),
+            app,
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -220,8 +368,11 @@ class EmbeddedServer:
                 await self._halt(SHUTDOWN_CODE, "server shutting down")
         finally:
             self._close_listener()
-            self._state.store.close()
-            self._state = None
+            try:
+                await self._leave()  # after the sockets: their OFFLINE goes out first
+            finally:
+                await self._state.store.close()
+                self._state = None
 
     def _close_listener(self) -> None:
         if self._listener is not None:
@@ -246,13 +397,16 @@ class EmbeddedServer:
         await self.stop()
 
     async def serve_until(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set, or until uvicorn stops by itself."""
+        """Run until ``stop`` is set, or until uvicorn stops by itself, or until the
+        node loses its database (then :attr:`failure` says so)."""
         assert self._task is not None
         waiter = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(self._failed.wait())
         try:
-            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, failed, self._task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
+            failed.cancel()
 
     # ------------------------------------------------------ fault injection
 
@@ -282,6 +436,60 @@ class EmbeddedServer:
 
     def connected_clients(self) -> int:
         return len(self.state.hub.subscribers)
+
+
+def _login_limiters(state: ServerState) -> list[tuple[str, auth.LoginLimiter]]:
+    """Every LoginLimiter of the state, named by where it lives (``limits.user_logins``),
+    found up to two attributes deep: limiters added later are shared too."""
+    found: list[tuple[str, auth.LoginLimiter]] = []
+    seen: set[int] = set()
+
+    def visit(prefix: str, obj: object, depth: int) -> None:
+        if isinstance(obj, auth.LoginLimiter):
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                found.append((prefix, obj))
+            return
+        if depth == 0 or not hasattr(obj, "__dict__"):
+            return
+        for name, value in vars(obj).items():
+            if not name.startswith("_"):
+                visit(f"{prefix}.{name}" if prefix else name, value, depth - 1)
+
+    for name in ("limits", "logins"):
+        visit(name, getattr(state, name, None), 2)
+    return found
+
+
+async def reset_admin_password(config: ServerConfig, password: str | None = None) -> str:
+    """Give user ``admin`` a new password (``password``, or a random one) and return it.
+
+    The database must exist and be set up. Every token issued to admin before
+    stops working; on PostgreSQL the running nodes also close admin's sockets
+    (4001), so this is safe while they run.
+    """
+    check_db_path(config.db_path)
+    db = str(config.db_path)
+    if db == ":memory:":
+        raise StartError("--reset-admin-password needs a --db that is kept")
+    if not is_postgres_url(db) and not await asyncio.to_thread(os.path.exists, db):
+        raise StartError(f"--db {db} does not exist; start the server once to create it")
+    try:
+        store = await open_store(db)
+    except StoreError as exc:
+        raise StartError(f"--db {display_db(db)}: {exc}") from None
+    try:
+        admin = await store.user_by_name("admin") if await store.is_seeded() else None
+        if admin is None:
+            raise StartError(f"--db {display_db(db)} has no user admin; start the server once")
+        new_password = password or auth.random_password()
+        hashed = await asyncio.to_thread(auth.hash_password, new_password)
+        await store.set_password(admin.id, hashed)
+    finally:
+        await store.close()
+    if is_postgres_url(db):
+        await tell_nodes_to_close(db, admin.id, "admin password reset")
+    return new_password
 
 
 class ServerThread:

@@ -20,19 +20,15 @@ from starlette.types import Message, Receive, Scope, Send
 
 from concordctl import protocol as p
 from concordctl.errors import redact_url
+from concordctl.ids import now_ms
 from concordctl.protocol import FrameError
+from concordctl.server.actions import react, send_chat, token_user
+from concordctl.server.checks import check_id
 from concordctl.server.fastpath import DirectWriter
 from concordctl.server.hub import Subscriber
-from concordctl.server.state import (
-    ApiError,
-    ServerState,
-    check_id,
-    error_response,
-    react,
-    send_chat,
-    token_user,
-)
-from concordctl.server.store import StoredUser, now_ms
+from concordctl.server.responses import ApiError, error_response
+from concordctl.server.state import ServerState
+from concordctl.server.store import StoredUser
 
 __all__ = ["FLOOD_CODE", "FLOOD_REASON", "client_socket", "deny"]
 
@@ -100,13 +96,20 @@ async def _client_session(state: ServerState, scope: Scope, receive: Receive, se
     if state.shutting_down or time.monotonic() < state.refuse_until:
         await deny(scope, send, 503, "not accepting connections now", {"Retry-After": "1"})
         return 503
-    user = token_user(state, _ws_token(scope))
+    user = await token_user(state, _ws_token(scope))
     if user is None:
         await deny(scope, send, 401, "", {})
         return 401
     if state.hub.connections_of(user.id) >= config.max_ws_per_user:
         limit = config.max_ws_per_user
-        await deny(scope, send, 429, f"at most {limit} connections per user", {})
+        await deny(
+            scope,
+            send,
+            429,
+            f"this user already has {limit} open connections, the most a user may have "
+            "(ServerConfig.max_ws_per_user); close one and retry",
+            {},
+        )
         return 429
     await send({"type": "websocket.accept"})
 
@@ -142,7 +145,7 @@ async def _client_session(state: ServerState, scope: Scope, receive: Receive, se
             data = message.get("text")
             if data is None:
                 data = message.get("bytes")
-            if data is not None and not sub.closing and not _handle_frame(state, user, data):
+            if data is not None and not sub.closing and not await _handle_frame(state, user, data):
                 dropped.append(loop.time())
                 while dropped and dropped[0] < loop.time() - DROP_WINDOW_SECONDS:
                     dropped.popleft()
@@ -154,31 +157,29 @@ async def _client_session(state: ServerState, scope: Scope, receive: Receive, se
     finally:
         online_timer.cancel()
         await state.hub.remove(sub)
-        if user.id in state.online and state.hub.connections_of(user.id) == 0:
-            state.online.discard(user.id)
-            state.broadcast(p.UserStatusUpdated(user_id=user.id, status="OFFLINE"))
+        if state.hub.connections_of(user.id) == 0:
+            state.fanout.presence(user.id, False)
     return 101
 
 
 def _mark_online(state: ServerState, sub: Subscriber) -> None:
-    if sub in state.hub.subscribers and not sub.closing and sub.user_id not in state.online:
-        state.online.add(sub.user_id)
-        state.broadcast(p.UserStatusUpdated(user_id=sub.user_id, status="ONLINE"))
+    if sub in state.hub.subscribers and not sub.closing:
+        state.fanout.presence(sub.user_id, True)
 
 
-def _handle_frame(state: ServerState, user: StoredUser, data: str | bytes) -> bool:
+async def _handle_frame(state: ServerState, user: StoredUser, data: str | bytes) -> bool:
     """Act on one client frame; anything malformed or failing is ignored.
     False if the frame was dropped for going over the user's budget."""
     try:
         frame = p.decode_client_frame(data)
     except FrameError:
         return True
-    budget = state.frame_budget
+    budget = state.limits.frames
     try:
         if isinstance(frame, p.ChatTypingFrame):
             check_id(frame.channel_id, "channelId")
             check_id(frame.thread_id, "threadId")
-            if not state.store.channel_exists(frame.channel_id):
+            if not await state.store.channel_exists(frame.channel_id):
                 return True
             sent_at = frame.sent_at if isinstance(frame.sent_at, int) else now_ms()
             event = p.ChatTyping(
@@ -192,11 +193,11 @@ def _handle_frame(state: ServerState, user: StoredUser, data: str | bytes) -> bo
             if not budget.allow_write(user.id):
                 return False
             sent = frame.sent_at if isinstance(frame.sent_at, int) else None
-            send_chat(state, user, frame.channel_id, frame.content, sent, frame.thread_id)
+            await send_chat(state, user, frame.channel_id, frame.content, sent, frame.thread_id)
         elif isinstance(frame, p.ChatReaction):
             if not budget.allow_write(user.id):
                 return False
-            react(state, user, frame.chat_id, frame.reaction, frame.adding)
+            await react(state, user, frame.chat_id, frame.reaction, frame.adding)
     except ApiError:
         return True
     except Exception:

@@ -239,14 +239,14 @@ def main() -> None:
             ":memory:",
             "-q",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # status lines go to stderr
         stdin=subprocess.DEVNULL,
     )
     try:
-        assert server.stdout is not None
+        assert server.stderr is not None
         for _ in range(5):  # the admin password line may come first
-            line = server.stdout.readline().decode()
+            line = server.stderr.readline().decode()
             if "serving on" in line:
                 break
         else:

@@ -125,16 +125,16 @@ def start_server() -> tuple[subprocess.Popen[str], str, str]:
             "--quiet",
         ],
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # status lines go to stderr
         text=True,
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None and proc.stderr is not None
     proc.stdin.write(password + "\n")
     proc.stdin.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+        line = proc.stderr.readline()
         if not line:
             break
         if "serving on " in line:

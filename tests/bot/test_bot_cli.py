@@ -141,7 +141,7 @@ async def test_replay_dry_run_prints_writes_without_a_server(tmp_path: Path) -> 
     )
     assert await proc.wait() == 0, proc.log
     assert proc.stdout.count("dry-run: send to channel 7: pong") == 2
-    assert "replayed 4 event(s)" in proc.log and "line 3 skipped" in proc.log
+    assert "replayed 4 events" in proc.log and "line 3 skipped" in proc.log
 
 
 async def test_dead_letters_are_written_and_replay_to_the_fixed_handler(tmp_path: Path) -> None:
@@ -170,7 +170,8 @@ async def test_dead_letters_are_written_and_replay_to_the_fixed_handler(tmp_path
     proc = await BotProcess.start(
         "run", str(broken), "--replay", str(rec), "--dry-run", "--dead-letters", str(dead), env=env
     )
-    assert await proc.wait() == 0, proc.log
+    assert await proc.wait() == 1, proc.log  # a handler failed: the replay says so
+    assert "--replay: 1 handler failure in" in proc.log
     assert "parse raised on chat_sent" in proc.log and "ValueError" in proc.log
     letters = [json.loads(line) for line in dead.read_text().splitlines()]
     assert len(letters) == 1 and letters[0]["chat"]["content"] == "twelve"

@@ -249,3 +249,22 @@ def wait_online(account: Account, user_id: int, timeout: float = 10.0) -> None:
                 return
             time.sleep(0.05)
     raise AssertionError(f"user {user_id} did not come online within {timeout}s")
+
+
+@pytest.fixture
+def admin(server_thread: ServerThread, admin_password: str, secrets: Secrets) -> Account:
+    """The seeded ``admin`` user (who may create, edit and delete channels)."""
+    token = _token(server_thread.url, "admin", admin_password)
+    me = httpx.get(
+        f"{server_thread.url}/api/self", headers={"Authorization": f"Bearer {token}"}
+    ).json()
+    secrets.values += [token, admin_password]
+    return Account(server_thread.url, "admin", admin_password, token, int(me["id"]))
+
+
+@pytest.fixture(autouse=True)
+def cli_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private user cache dir (completion caches names there)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache

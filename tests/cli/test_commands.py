@@ -13,6 +13,7 @@ import respx
 
 from concordctl.server import ServerThread
 from tests.cli.conftest import Account, Result, send
+from tests.helpers import admin_http
 
 Cli = Callable[..., Result]
 
@@ -108,8 +109,14 @@ def test_login_save_password_keeps_it_in_the_0600_file_and_logs_in_again(
     save_profile("default", path=cli_env, token=None)
     r = cli("whoami", env={"CONCORD_USERNAME": "someone-else"})
     assert r.code == 3 and "not logged in" in r.err, r.err  # no login was tried
+    # A server written differently is another server to the profile: said so, exit 3.
+    other = alice.url.replace("127.0.0.1", "localhost")
+    r = cli("whoami", "--server", other)
+    assert r.code == 3, r.err
+    assert f"not logged in to {other}: profile 'default' is for {alice.url}" in r.err
+    # A dead port is unreachable (6), not "not logged in".
     r = cli("whoami", "--server", "http://127.0.0.1:9")
-    assert r.code == 3 and "not logged in" in r.err, r.err  # not 6: nothing was sent
+    assert r.code == 6 and "cannot connect to http://127.0.0.1:9" in r.err, r.err
 
     # logout removes the password with the token.
     r = cli("logout")
@@ -176,8 +183,9 @@ def test_no_credentials_at_all(cli: Cli, server_thread: ServerThread) -> None:
     r = cli("whoami", env={"CONCORD_SERVER": server_thread.url})
     assert r.code == 3
     assert "concordctl login" in r.err and "CONCORD_TOKEN" in r.err
-    r = cli("whoami")
-    assert r.code == 2 and "--server" in r.err
+    r = cli("whoami")  # no server either: still "not logged in", exit 3
+    assert r.code == 3 and "concordctl login --server URL" in r.err
+    assert len(r.err.strip().splitlines()) == 1
 
 
 def test_expired_or_bogus_token(cli: Cli, server_thread: ServerThread) -> None:
@@ -265,8 +273,10 @@ def test_version_and_help_for_every_command(cli: Cli) -> None:
 # --------------------------------------------------------------------------
 
 
-def test_channels_tree_and_json(cli: Cli, alice: Account, general: int) -> None:
-    with alice.http() as http:
+def test_channels_tree_and_json(
+    cli: Cli, alice: Account, general: int, admin_password: str
+) -> None:
+    with admin_http(alice.url, admin_password) as http:
         ops = http.post("/api/channels", json={"name": "ops"}).json()
         http.post("/api/channels", json={"name": "alerts", "parentChannelId": ops["id"]})
         raw = http.get("/api/channels").text

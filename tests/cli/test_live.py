@@ -15,6 +15,7 @@ import pytest
 
 from concordctl.server import ServerThread
 from tests.cli.conftest import Account, Proc, Secrets, send, wait_online
+from tests.helpers import admin_http
 
 Spawn = Callable[..., Proc]
 
@@ -56,9 +57,9 @@ def test_tail_json_is_live_exact_ndjson(
 
 
 def test_tail_human_lines_and_filters(
-    spawn: Spawn, alice: Account, bob: Account, general: int
+    spawn: Spawn, alice: Account, bob: Account, general: int, admin_password: str
 ) -> None:
-    with alice.http() as http:
+    with admin_http(alice.url, admin_password) as http:
         other = http.post("/api/channels", json={"name": "other"}).json()["id"]
     tail = spawn(
         "tail", "general", "--type", "chat_sent", "--match", "^deploy", "--count", "2", env=bob.env
@@ -81,11 +82,18 @@ def test_tail_human_lines_and_filters(
 
 def test_tail_timeout_and_backfill(spawn: Spawn, alice: Account, general: int) -> None:
     older = [send(alice, general, f"older {i}")["id"] for i in range(3)]
-    tail = spawn("tail", "general", "--backfill", "2", "--count", "1", "--timeout", "1.5", "--json",
+    tail = spawn("tail", "general", "--backfill", "2", "--count", "3", "--timeout", "1.5", "--json",
                  env=alice.env)  # fmt: skip
     result = tail.finish()
     assert result.code == 124, result.err
-    assert "0 of 1 events" in result.err and len(result.err.strip().splitlines()) == 1
+    # Backfilled chats count toward --count.
+    assert "tail: 2 of 3 events in 1.5s" in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert [json.loads(line)["chat"]["id"] for line in result.lines()] == older[1:]
+    # ...so a --count they satisfy exits 0 at once.
+    tail = spawn("tail", "general", "--backfill", "2", "--count", "2", "--json", env=alice.env)
+    result = tail.finish()
+    assert result.code == 0, result.err
     assert [json.loads(line)["chat"]["id"] for line in result.lines()] == older[1:]
 
 

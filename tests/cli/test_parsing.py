@@ -157,3 +157,51 @@ def test_checkpoint_in_an_unwritable_place_fails_cleanly(tmp_path: Path) -> None
 def test_epoch_iso_agree() -> None:
     moment = datetime.fromtimestamp(NOW / 1000, tz=UTC)
     assert parse_time(moment.isoformat(), now_ms=0) == NOW
+
+
+def _chat_line(chat_id: int) -> bytes:
+    import json as _json
+
+    chat = {"id": chat_id, "createdAt": chat_id, "authorId": 1, "channelId": 2,
+            "threadId": None, "content": "x", "edited": False, "reactions": {}}  # fmt: skip
+    return _json.dumps({"type": "chat_sent", "chat": chat}).encode() + b"\n"
+
+
+def test_checkpoint_takes_lines_written_after_its_last_save_as_seen(tmp_path: Path) -> None:
+    # A tail killed after the flush of chats 11 and 12 but before saving the
+    # checkpoint: the restarted tail must not print them again (exactly once),
+    # and a half-written line is dropped (the restarted tail prints that chat).
+    out = tmp_path / "log.ndjson"
+    ckpt_path = tmp_path / "tail.ckpt"
+    with out.open("ab") as sink:
+        sink.write(_chat_line(10))
+        sink.flush()
+        first = Checkpoint.load(ckpt_path)
+        first.attach_output(sink)
+        first.note(10, 10)
+        first.commit()
+        sink.write(_chat_line(11) + _chat_line(12) + _chat_line(13)[:20])
+    with out.open("ab") as sink:
+        again = Checkpoint.load(ckpt_path)
+        assert again.chat_id == 10
+        again.attach_output(sink)
+        assert again.chat_id == 12
+    assert out.read_bytes() == _chat_line(10) + _chat_line(11) + _chat_line(12)
+    # Another file (or a pipe) is not this checkpoint's output: nothing is taken.
+    other = tmp_path / "other.ndjson"
+    other.write_bytes(_chat_line(99))
+    with other.open("ab") as sink:
+        third = Checkpoint.load(ckpt_path)
+        third.attach_output(sink)
+        assert third.chat_id == 10
+
+
+def test_checkpoint_in_an_unwritable_place_fails_at_start(tmp_path: Path) -> None:
+    import pytest as _pytest
+
+    from concordctl.errors import UsageError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with _pytest.raises(UsageError, match=r"cannot (read|write)"):
+        Checkpoint.load(blocker / "tail.ckpt").check_writable()

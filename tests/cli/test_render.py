@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from concordctl.cli import render
-from concordctl.cli.render import EventWriter, Names, StatusReporter, event_line, one_line
+from concordctl.cli import output, render
+from concordctl.cli.output import EventWriter, StatusReporter
+from concordctl.cli.render import Names, event_line, one_line
 from concordctl.protocol import (
     Channel,
     ChannelCreated,
@@ -158,10 +159,10 @@ def test_color_off_with_no_color_or_without_a_terminal(monkeypatch: pytest.Monke
             return True
 
     monkeypatch.delenv("NO_COLOR", raising=False)
-    assert render.color_enabled(Tty())
-    assert not render.color_enabled(io.StringIO())
+    assert output.color_enabled(Tty())
+    assert not output.color_enabled(io.StringIO())
     monkeypatch.setenv("NO_COLOR", "1")
-    assert not render.color_enabled(Tty())
+    assert not output.color_enabled(Tty())
 
 
 def test_colored_line_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,11 +174,11 @@ def test_colored_line_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TERM", raising=False)
     monkeypatch.setenv("FORCE_COLOR", "1")
     out = Tty()
-    render._console(out).print(event_line(ChatSent(chat=_chat()), NAMES))
+    output._console(out).print(event_line(ChatSent(chat=_chat()), NAMES))
     assert "\x1b[" in out.getvalue()
     monkeypatch.setenv("NO_COLOR", "1")
     out = Tty()
-    render._console(out).print(event_line(ChatSent(chat=_chat()), NAMES))
+    output._console(out).print(event_line(ChatSent(chat=_chat()), NAMES))
     assert "\x1b[" not in out.getvalue() and "alice: hello" in out.getvalue()
 
 

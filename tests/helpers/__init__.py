@@ -1,1 +1,13 @@
 """Helpers shared by the whole test suite (one place, imported by the tiers' conftest files)."""
+
+from __future__ import annotations
+
+import httpx
+
+
+def admin_http(url: str, admin_password: str) -> httpx.Client:
+    """An httpx client logged in as the seeded ``admin`` (channels need an admin)."""
+    token = httpx.post(
+        f"{url}/api/tokens", json={"username": "admin", "password": admin_password}
+    ).json()["token"]
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)

@@ -362,3 +362,98 @@ async def test_wait_gate_sees_an_approval_sent_during_an_outage(
     printed = json.loads(out)
     assert printed.get("chat", printed)["id"] == approval.id, printed
     assert _token(sender) not in out.decode() + err.decode()
+
+
+async def _start_file_tail(
+    server: EmbeddedServer, url: str, env: dict[str, str], out: Path, *args: str
+) -> asyncio.subprocess.Process:
+    """A ``tail --json`` appending to the regular file ``out`` (``>> out``), once connected."""
+    before = server.connected_clients()
+    with out.open("ab") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "concordctl", "tail", "--json", "--server", url, *args,
+            stdout=sink, stderr=(out.parent / "tail.err").open("ab"), env=env,
+        )  # fmt: skip
+    _started.append(proc)
+    await poll_until(lambda: server.connected_clients() > before, 20, "the tail to connect")
+    return proc
+
+
+def _ids_in(path: Path) -> list[int]:
+    ids = []
+    for line in path.read_bytes().split(b"\n"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a torn last line (the next tail drops it)
+        if event.get("type") == "chat_sent":
+            ids.append(event["chat"]["id"])
+    return ids
+
+
+async def test_tail_checkpoint_to_a_file_is_exactly_once_across_sigkills(
+    server: EmbeddedServer, proxy: FaultProxy, sender: Sender, tmp_path: Path
+) -> None:
+    # Issue 12 item 15: NDJSON appended to a regular file with --checkpoint
+    # loses nothing and repeats nothing however often the tail is SIGKILLed.
+    env = cli_env(tmp_path, _token(sender))
+    out, ckpt = tmp_path / "log.ndjson", tmp_path / "tail.ckpt"
+    args = ("--type", "chat_sent", "--checkpoint", str(ckpt))
+    base = server.connected_clients()
+    for _ in range(5):
+        proc = await _start_file_tail(server, proxy.url, env, out, *args)
+        printed = len(_ids_in(out))
+        burst = asyncio.get_running_loop().create_task(sender.send_many("burst", 20))
+        await poll_until(lambda n=printed: len(_ids_in(out)) >= n + 5, 20, "more chats")
+        proc.kill()  # mid-burst: no clean shutdown, no last write
+        await proc.wait()
+        await burst
+        await poll_until(lambda: server.connected_clients() <= base, 20, "the server to notice")
+    last = await _start_file_tail(server, proxy.url, env, out, *args)
+    sent = [c.id for c in sender.sent]
+    try:
+        await poll_until(lambda: set(sent) <= set(_ids_in(out)), 20, "every chat in the file")
+    except AssertionError:
+        missing = sorted(set(sent) - set(_ids_in(out)))
+        raise AssertionError(
+            f"{len(missing)} of {len(sent)} missing, first {missing[:3]}, "
+            f"file max {max(_ids_in(out))}, ckpt {ckpt.read_text()}, last alive {last.returncode}"
+        ) from None
+    last.terminate()
+    await last.wait()
+    ids = [i for i in _ids_in(out) if i in set(sent)]
+    assert sorted(set(ids)) == sorted(sent), "a chat was lost"
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} chats written twice"
+
+
+async def test_send_to_a_server_that_drips_its_answer_stops_at_the_deadline(
+    sender: Sender, tmp_path: Path
+) -> None:
+    # Issue 12 item 11: every byte arrives before the read timeout, so only a
+    # total deadline (--timeout / CONCORD_TIMEOUT) ends it: exit 124.
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000\r\n\r\n")  # fmt: skip
+        try:
+            while True:
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except (ConnectionError, OSError):
+            pass
+
+    dripper = await asyncio.start_server(drip, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{dripper.sockets[0].getsockname()[1]}"
+    try:
+        env = cli_env(tmp_path, _token(sender))
+        code, _, err, took = await _send(url, env, "1", "hello", "--timeout", "1.5")
+        assert code == 124, err
+        assert took < 1.5 + 5, f"send took {took:.1f} s with --timeout 1.5"
+        assert "within 1.5s" in err and "--timeout" in err
+        _one_clear_line(err, _token(sender))
+        code, _, err, took = await _send(url, env | {"CONCORD_TIMEOUT": "1"}, "1", "hello")
+        assert code == 124 and took < 1 + 5, (code, took, err)
+    finally:
+        dripper.close()
+        await dripper.wait_closed()

@@ -36,16 +36,16 @@ async def _serve(db: Path, port: int = 0) -> tuple[asyncio.subprocess.Process, s
         "--admin-password-stdin",
         "--quiet",
         stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,  # status lines go to stderr
         env={**os.environ, "HOME": str(db.parent)},
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None and proc.stderr is not None
     proc.stdin.write(PASSWORD.encode() + b"\n")
     await proc.stdin.drain()
     proc.stdin.close()
     async with asyncio.timeout(30):
-        while line := (await proc.stdout.readline()).decode():
+        while line := (await proc.stderr.readline()).decode():
             if "serving on " in line:
                 return proc, line.split("serving on ", 1)[1].split()[0]
     raise AssertionError("concordctl serve did not start")

@@ -122,6 +122,7 @@ async def test_key_and_database_files_are_private_and_survive_a_restart(
     tmp_path: Path, admin_password: str
 ) -> None:
     db = tmp_path / "data" / "server.db"
+    db.parent.mkdir()  # --db never creates missing directories (issue 11 §3)
     old_umask = os.umask(0o022)  # a common, permissive umask
     try:
         config = ServerConfig(db_path=db, admin_password=admin_password)

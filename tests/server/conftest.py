@@ -1,4 +1,11 @@
-"""Fixtures of the server's tests: an HTTP client on the server, the admin logged in."""
+"""Fixtures of the server's tests: every test runs on SQLite and on PostgreSQL.
+
+``db`` is the database a test's server uses: ``:memory:`` (SQLite) or a fresh
+PostgreSQL database from ``postgres_url`` (skipped with a reason without
+``CONCORD_TEST_POSTGRES``, a failure under CI). ``server_config`` (and a
+module's override of it) takes its ``db_path`` from there, so the whole
+server suite proves the backends behave the same.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,24 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from concordctl.server import EmbeddedServer
+from concordctl.server import EmbeddedServer, ServerConfig
 from tests.server.helpers import User, login
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest) -> str:
+    """The database of the test's server, one per backend."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return ":memory:"
+
+
+@pytest.fixture
+def server_config(admin_password: str, db: str) -> ServerConfig:
+    return ServerConfig(
+        host="127.0.0.1", port=0, db_path=db, admin_password=admin_password, online_delay=0.2
+    )
 
 
 @pytest.fixture

@@ -229,7 +229,7 @@ async def test_json_sent_as_a_simple_cross_site_post_is_refused(
             headers=headers,
         )
         assert login_response.status_code == 415
-    assert server.store.user_by_name("csrf") is None
+    assert await server.store.user_by_name("csrf") is None
     ok = await http.post(
         "/api/users/register",
         content=b'{"username": "csrf", "password": "pw-csrf-1"}',

@@ -89,7 +89,7 @@ async def test_the_per_address_ceiling_still_stops_a_spray(admin_password: str) 
 
 
 async def test_over_long_usernames_are_refused_before_the_limiter(server: EmbeddedServer) -> None:
-    logins = server.state.logins
+    logins = server.state.limits.logins
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=server.url) as http:
         for _ in range(50):
@@ -115,7 +115,7 @@ async def test_limiter_state_is_bounded_in_entries_and_bytes(admin_password: str
     async with EmbeddedServer(config) as server, httpx.AsyncClient(base_url=server.url) as http:
         for i in range(40):
             assert (await _login(http, f"{i:02d}" + "é" * 62, "x")).status_code == 400
-        limiter = server.state.logins.per_user
+        limiter = server.state.limits.logins.per_user
         assert len(limiter) == 16
         entry_bytes = [
             sys.getsizeof(key) + sys.getsizeof(times) for key, times in limiter._failures.items()

@@ -231,11 +231,13 @@ async def test_a_chat_written_flood_is_held_to_the_budget_and_the_sender_pays(
             # reaction before it was handled (dropped).
             await again.send({"type": "chat_typing", "channelId": general, "threadId": None})
             await again.next("chat_typing")
-            assert server.store.chat(chat_id).reactions == {}  # type: ignore[union-attr]
+            chat = await server.store.chat(chat_id)
+            assert chat is not None and chat.reactions == {}
 
             async def refilled() -> bool:
                 await again.send(reaction)
-                return bool(server.store.chat(chat_id).reactions)  # type: ignore[union-attr]
+                chat = await server.store.chat(chat_id)
+                return chat is not None and bool(chat.reactions)
 
             await async_wait_until(refilled, timeout=5 * UNIT, what="the budget to refill")
 

@@ -99,7 +99,13 @@ async def test_avatar_and_images(http: httpx.AsyncClient, admin: User) -> None:
 async def test_server_info(admin: User) -> None:
     info = decode((await admin.get("/api/server")).content, Server)
     assert info.name == "My Concord Server"
-    assert info.icon_id is None and info.default_channel_id is not None
+    assert info.description == (
+        "This is my Concord server. Edit this description to say something cool!"
+    )
+    assert info.icon_id is not None and info.default_channel_id is not None
+    icon = await admin.get(f"/api/images/{info.icon_id}")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
+    assert icon.content.startswith(b"\x89PNG\r\n\x1a\n") and len(icon.content) > 100
     general = decode((await admin.get(f"/api/channels/{info.default_channel_id}")).content, Channel)
     assert general.name == "general" and general.capabilities == ["text"]
     assert general.parent_channel_id is None
@@ -201,7 +207,12 @@ async def test_search_every_parameter(http: httpx.AsyncClient, admin: User) -> N
     assert await ids(after=200) == [d["id"], c["id"]]
     assert await ids(before=400, after=100) == [c["id"], b["id"]]
     assert await ids(query="deploy") == [b["id"], a["id"]]
-    assert await ids(query="lunch finished") == [c["id"], b["id"]]  # any word
+    assert await ids(query="lunch finished") == []  # every word must match
+    assert await ids(query="finished deploy") == [b["id"]]
+    assert await ids(query='"deploy finished"') == [b["id"]]  # a phrase
+    assert await ids(query='"finished deploy"') == []  # ...in that order
+    assert await ids(query='"Deploy" ok') == [b["id"]]
+    assert await ids(query="DÉPLOY") == [b["id"], a["id"]]  # case and accents fold
     assert await ids(query="nothing-matches-this") == []
     assert await ids(query='" OR 1=1; --') == []  # a parameter, never SQL or FTS syntax
     assert await ids(query="*") == []  # no word at all: nothing matches

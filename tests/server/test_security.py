@@ -16,8 +16,9 @@ from tests.server.helpers import User, general_id, login, register_and_login
 
 
 @pytest.fixture
-def server_config(admin_password: str) -> ServerConfig:
+def server_config(admin_password: str, db: str) -> ServerConfig:
     return ServerConfig(
+        db_path=db,
         admin_password=admin_password,
         login_failures_per_user=3,
         login_failures_per_address=5,
@@ -51,7 +52,7 @@ async def test_tokens_are_fully_checked(
 ) -> None:
     admin = await login(http, "admin", admin_password)
     claims = jwt.decode(admin.token, options={"verify_signature": False})
-    assert set(claims) == {"sub", "id", "exp", "iat", "iss"}
+    assert set(claims) == {"sub", "id", "exp", "iat", "iss", "ver"}
     assert claims["iss"] == "Concord" and claims["sub"] == "admin" and claims["id"] == admin.id
     assert claims["exp"] - claims["iat"] == 30 * 86400
     key = server.state.signer._key
@@ -84,13 +85,16 @@ async def test_password_change_retires_older_tokens(
     server: EmbeddedServer, http: httpx.AsyncClient
 ) -> None:
     user = await register_and_login(http, "zed", "one")
-    old = server.state.signer.issue("zed", user.id)
-    server.state.store.set_password(
-        user.id, server.state.store.user(user.id).password_hash, int(time.time()) + 1
-    )  # type: ignore[union-attr]
-    assert (
-        await http.get("/api/self", headers={"Authorization": f"Bearer {old}"})
-    ).status_code == 401
+    # Issued in the same second as the change below: it must not survive it either.
+    same_second = (await user.get("/api/tokens/recycle")).json()["token"]
+    changed = await user.post("/api/self/password", json={"newPassword": "two"})
+    assert changed.status_code == 200
+    for old in (user.token, same_second):
+        response = await http.get("/api/self", headers={"Authorization": f"Bearer {old}"})
+        assert response.status_code == 401
+    fresh = await login(http, "zed", "two")
+    assert (await fresh.get("/api/self")).status_code == 200
+    assert jwt.decode(fresh.token, options={"verify_signature": False})["ver"] == 1
 
 
 async def test_short_token_validity(admin_password: str) -> None:

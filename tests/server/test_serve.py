@@ -25,8 +25,10 @@ from tests.server.helpers import login
 class Served:
     """A running ``concordctl serve`` whose output lines are collected."""
 
-    def __init__(self, *args: str, stdin: str | None = None) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "concordctl", "serve", "--port", "0", *args],
             stdin=subprocess.PIPE,
@@ -49,7 +51,7 @@ class Served:
             target=self._read, args=(self.proc.stderr, self.stderr), daemon=True
         ).start()
         assert self._ready.wait(30), "".join(self.stderr)
-        line = next(x for x in self.stdout if "serving on" in x)
+        line = next(x for x in self.stderr if "serving on" in x)
         self.url = line.split("serving on ", 1)[1].split()[0]
 
     def _read(self, stream: object, into: list[str]) -> None:
@@ -68,7 +70,7 @@ def test_serve_prints_password_once_and_stops_cleanly_on_sigterm(tmp_path: Path)
     first = Served("--db", str(db))
     with contextlib.ExitStack() as stack:
         stack.callback(first.stop)
-        password_lines = [x for x in first.stdout if "password:" in x]
+        password_lines = [x for x in first.stderr if "password:" in x]
         assert len(password_lines) == 1
         password = password_lines[0].rsplit(" ", 1)[1].strip()
         token = httpx.post(
@@ -84,12 +86,12 @@ def test_serve_prints_password_once_and_stops_cleanly_on_sigterm(tmp_path: Path)
                 while True:
                     ws.recv(timeout=10)
             assert ws.close_code == 1001  # clients are told the server is going away
-    log = "".join(first.stderr)
+    log = "".join(x for x in first.stderr if "password:" not in x)
     assert "/client?token=***" in log and token not in log and password not in log
     assert '"POST /api/tokens" 200' in log
     second = Served("--db", str(db))
     try:
-        assert not any("password:" in x for x in second.stdout)
+        assert not any("password:" in x for x in second.stderr)
         assert (
             httpx.post(
                 f"{second.url}/api/tokens", json={"username": "admin", "password": password}

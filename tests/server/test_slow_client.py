@@ -17,8 +17,9 @@ FRAME = '{"type": "bulk", "pad": "' + "x" * 16_000 + '"}'
 
 
 @pytest.fixture(params=[True, False], ids=["direct-writes", "asgi-sends"])
-def server_config(admin_password: str, request: pytest.FixtureRequest) -> ServerConfig:
+def server_config(admin_password: str, db: str, request: pytest.FixtureRequest) -> ServerConfig:
     return ServerConfig(
+        db_path=db,
         admin_password=admin_password,
         ws_queue_size=16,
         online_delay=60,

@@ -1,17 +1,27 @@
-"""Storage: ids, the query plans that keep latest/search fast at scale, FTS quoting.
+"""Storage: ids, the query plans that keep latest/search fast at scale, query parsing.
 
-A one-off run at 1,000,000 chats is in the README; here the plans are pinned
-down (an index for every filter, no sort of the whole table), which is what
-makes those figures hold, and cheap to check.
+A one-off run at 1,000,000 chats is in the README; here the SQLite plans are
+pinned down (an index for every filter, no sort of the whole table), which is
+what makes those figures hold, and cheap to check.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
-from concordctl.server.store import EPOCH_MS, SearchFilter, SnowflakeGenerator, Store, fts_any_word
+from concordctl.ids import EPOCH_MS, SnowflakeGenerator
+from concordctl.server.store import SearchFilter, Store, open_store
+from concordctl.server.store.search import (
+    fts5_match,
+    parse_query,
+    search_words,
+    tsquery,
+    tsvector,
+)
+from concordctl.server.store.sqlite import SqliteBackend
 
 
 def test_snowflakes_are_upstream_shaped_and_increasing() -> None:
@@ -24,29 +34,53 @@ def test_snowflakes_are_upstream_shaped_and_increasing() -> None:
     assert SnowflakeGenerator(floor=values[-1] + 10**12).next_id() > values[-1] + 10**12
 
 
-def test_fts_query_quotes_every_word() -> None:
-    assert fts_any_word("deploy done") == '"deploy" OR "done"'
-    assert fts_any_word('a" OR b NEAR(c)') == '"a" OR "OR" OR "b" OR "NEAR" OR "c"'
-    assert fts_any_word("*** --") is None
+def test_words_fold_case_and_diacritics() -> None:
+    assert search_words("Ärger, DEPLOY-failed straße_x 3d") == [
+        "arger", "deploy", "failed", "strasse", "x", "3d"
+    ]  # fmt: skip
+    assert search_words("*** --") == []
+
+
+def test_queries_are_all_words_and_quoted_phrases() -> None:
+    terms = parse_query('deploy "build failed" "unterminated x')
+    assert terms is not None
+    assert terms.terms == (("build", "failed"), ("unterminated", "x"), ("deploy",))
+    assert fts5_match(terms) == '"build failed" AND "unterminated x" AND "deploy"'
+    assert tsquery(terms) == "('build' <-> 'failed') & ('unterminated' <-> 'x') & ('deploy')"
+    assert parse_query('"" ** ') is None
+
+
+def test_query_syntax_in_user_text_is_inert() -> None:
+    terms = parse_query("a' OR b NEAR(c) & !d:*")
+    assert terms is not None
+    assert fts5_match(terms) == '"a" AND "or" AND "b" AND "near" AND "c" AND "d"'
+    assert "'a'" in tsquery(terms) and "!" not in tsquery(terms)
+
+
+def test_tsvector_keeps_positions_for_phrases() -> None:
+    assert tsvector("a b A c") == "'a':1,3 'b':2 'c':4"
 
 
 @pytest.fixture
-def store() -> Store:
-    s = Store(":memory:")
-    s.seed("hash")
+async def store() -> AsyncIterator[Store]:
+    s = await open_store(":memory:")
+    await s.seed("hash")
     rows = [(1000 + i, 7 + i % 3, 100 + i % 4, None, f"word{i % 10} text") for i in range(2000)]
-    s.add_chats_bulk(rows)
-    s._db.execute("ANALYZE")
-    return s
+    await s.add_chats_bulk(rows)
+    assert isinstance(s.backend, SqliteBackend)
+    await s.backend.analyze()
+    yield s
+    await s.close()
 
 
-def plan(store: Store, f: SearchFilter) -> str:
-    stmt = store.search_sql(f)
+async def plan(store: Store, f: SearchFilter) -> str:
+    stmt = await store.search_sql(f)
     assert stmt is not None
     sql, params = stmt
     if f.query:
         assert f.query not in sql  # search text only ever travels as a parameter
-    return " | ".join(store.explain(sql, params))
+    assert isinstance(store.backend, SqliteBackend)
+    return " | ".join(await store.backend.explain(sql, params))
 
 
 @pytest.mark.parametrize(
@@ -61,18 +95,19 @@ def plan(store: Store, f: SearchFilter) -> str:
         (SearchFilter(after=1500, channel_id=101), "chats_channel_time"),
     ],
 )
-def test_search_plans_use_an_index_and_never_sort(
+async def test_search_plans_use_an_index_and_never_sort(
     store: Store, f: SearchFilter, index: str
 ) -> None:
-    text = plan(store, f)
+    text = await plan(store, f)
     assert f"USING INDEX {index}" in text or f"USING COVERING INDEX {index}" in text, text
     assert "TEMP B-TREE" not in text, text
     assert "SCAN chats " not in text.replace(f"SCAN chats USING INDEX {index}", ""), text
 
 
-def test_latest_plan(store: Store) -> None:
+async def test_latest_plan(store: Store) -> None:
+    assert isinstance(store.backend, SqliteBackend)
     text = " | ".join(
-        store.explain(
+        await store.backend.explain(
             "SELECT id FROM chats WHERE channel_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
             (101, 50),
         )
@@ -82,16 +117,16 @@ def test_latest_plan(store: Store) -> None:
         or "USING INDEX chats_channel_time" in text
     )
     assert "TEMP B-TREE" not in text
-    assert [c.created_at for c in store.latest(101, 3)] == [2997, 2993, 2989]
+    assert [c.created_at for c in await store.latest(101, 3)] == [2997, 2993, 2989]
 
 
-def test_word_search_goes_through_fts(store: Store) -> None:
-    text = plan(store, SearchFilter(query="word3"))
+async def test_word_search_goes_through_fts(store: Store) -> None:
+    text = await plan(store, SearchFilter(query="word3"))
     assert "VIRTUAL TABLE INDEX" in text, text
     store.FTS_SORT_LIMIT = 100  # word3 matches 200: now a common word
-    common = plan(store, SearchFilter(query="word3"))
+    common = await plan(store, SearchFilter(query="word3"))
     assert "VIRTUAL TABLE INDEX" in common and "INDEX chats_time" in common, common
     assert "TEMP B-TREE" not in common, common
-    found = store.search(SearchFilter(query="WORD3", size=1000))
+    found = await store.search(SearchFilter(query="WORD3", size=1000))
     assert len(found) == 200 and all("word3" in c.content for c in found)
     assert [c.created_at for c in found] == sorted((c.created_at for c in found), reverse=True)

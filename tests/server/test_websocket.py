@@ -51,10 +51,14 @@ async def test_every_rest_action_reaches_every_client(
         await bob.delete(f"/api/chats/{chat['id']}")
         assert (await both(a, b, "chat_deleted"))["chatId"] == chat["id"]
 
-        channel = (await bob.post("/api/channels", json={"name": "news"})).json()
+        channel = (await admin.post("/api/channels", json={"name": "news"})).json()
         assert (await both(a, b, "channel_created"))["channel"] == channel
 
-        await bob.delete(f"/api/channels/{channel['id']}")
+        edited = await admin.patch(f"/api/channels/{channel['id']}", json={"name": "news2"})
+        assert (await both(a, b, "channels_updated"))["channel"] == edited.json()
+        assert edited.json()["name"] == "news2"
+
+        await admin.delete(f"/api/channels/{channel['id']}")
         assert (await both(a, b, "channel_deleted"))["channelId"] == channel["id"]
 
 

@@ -1,0 +1,1 @@
+"""The unit tier: no socket, no server, no sleeping; runs in seconds."""
