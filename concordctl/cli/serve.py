@@ -132,6 +132,22 @@ def serve(
         bool,
         typer.Option("--quiet", "-q", help="No per-request or per-websocket log lines."),
     ] = False,
+    forwarded_allow_ips: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Believe X-Forwarded-For from this proxy address (repeatable; "
+            "comma-separated works too). Default: from nobody.",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Accept requests for this host name too (repeatable). Always accepted: "
+            "the --host address and localhost.",
+        ),
+    ] = None,
 ) -> None:
     """Run a Concord-compatible server on this machine (SQLite, or nodes on PostgreSQL).
 
@@ -183,6 +199,10 @@ def serve(
         cors_origins=tuple(cors_origin or ()),
         open_channels=open_channels,
         registration=not no_registration,
+        forwarded_allow_ips=tuple(
+            ip.strip() for item in forwarded_allow_ips or () for ip in item.split(",") if ip.strip()
+        ),
+        allowed_hosts=tuple(allowed_host or ()),
     )
     if reset_admin_password:
         try:

@@ -1,7 +1,7 @@
 """The ASGI application: REST routes through Starlette, the websocket direct.
 
 ``build_app`` wires ``routes.py`` and ``websocket.py`` together with the
-optional access log and CORS.
+optional access log and CORS, behind the request guards of ``guards.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concordctl.errors import redact_url
+from concordctl.server.guards import HostPolicy, RequestGuard
 from concordctl.server.routes import EXCEPTION_HANDLERS, ROUTES, InternalErrors
 from concordctl.server.state import ServerState
 from concordctl.server.websocket import client_socket, deny
@@ -66,10 +67,16 @@ class _Dispatch:
     def __init__(self, state: ServerState, app: ASGIApp) -> None:
         self.state = state
         self.app = app
+        self.hosts = HostPolicy(state.config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            if scope.get("path") == "/client":
+            hosts = [v for k, v in scope.get("headers", ()) if k == b"host"]
+            if len(hosts) != 1 or not self.hosts.allows(hosts[0]):
+                await receive()
+                message = "unknown Host: serve it with --allowed-host NAME"
+                await deny(scope, send, 400, message, {})
+            elif scope.get("path") == "/client":
                 await client_socket(self.state, scope, receive, send)
             else:
                 await receive()
@@ -91,6 +98,8 @@ def build_app(state: ServerState) -> ASGIApp:
                 allow_headers=["Authorization", "Content-Type"],
             )
         )
+    # Host, Content-Type and the body deadline (``guards.py``), before any route.
+    middleware.append(Middleware(RequestGuard, config=state.config))
     middleware.append(Middleware(InternalErrors))  # innermost: bugs become a logged 500
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
     app.state.concord = state

@@ -5,8 +5,9 @@
 * Tokens: RS256 JWTs with the contract's claims (``sub``, ``id``, ``exp``,
   ``iat``, ``iss="Concord"``), every one of them required and checked. The
   RSA key is generated on first start and kept beside the database (0600).
-* Login attempts: failures are counted per username and per client address
-  in a sliding window; past the limit, logins answer 429 with Retry-After.
+* Login attempts: failures are counted per client address and username, and
+  per address under a much higher ceiling, in a sliding window and bounded
+  memory; past a limit, logins answer 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hmac
 import os
 import secrets
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from concordctl.ids import MAX_ID
 
 __all__ = [
     "ISSUER",
+    "MAX_USERNAME_CHARS",
+    "LoginGuard",
     "LoginLimiter",
     "TokenClaims",
     "TokenError",
@@ -37,6 +41,7 @@ __all__ = [
     "hash_password",
     "load_or_create_key",
     "random_password",
+    "username_key",
     "verify_password",
 ]
 
@@ -46,6 +51,8 @@ _SCRYPT_R = 8
 _SCRYPT_P = 1
 _KEY_FILE_MODE = 0o600
 _VERIFIED_CACHE_SIZE = 4096
+#: The registration limit; a longer name cannot exist, so its login is refused unexamined.
+MAX_USERNAME_CHARS = 64
 
 
 def random_password() -> str:
@@ -210,32 +217,102 @@ class TokenSigner:
 
 
 class LoginLimiter:
-    """Failed logins per key (a username, an address) within a sliding window."""
+    """Failed logins per key within a sliding window, in bounded memory.
 
-    def __init__(self, max_failures: int, window_seconds: float) -> None:
+    A key is kept as a 16-byte digest, never as the text it was made from (a
+    60 KB username costs what a short one does), and at most
+    ``max_failures`` timestamps are kept per key. At most ``max_keys`` keys
+    are tracked: past that the key that failed least recently is forgotten
+    first (its failures are the oldest, so the likeliest to have expired).
+    """
+
+    def __init__(self, max_failures: int, window_seconds: float, max_keys: int = 10_000) -> None:
+        #: Failures within the window after which ``retry_after`` is positive; 0 turns it off.
         self.max_failures = max_failures
+        #: Seconds a failure counts for.
         self.window = window_seconds
-        self._failures: dict[str, deque[float]] = {}
+        #: Entries kept at most (each: a digest and up to ``max_failures`` floats).
+        self.max_keys = max(1, max_keys)
+        # Insertion order is failure order: ``failed`` re-inserts its key last.
+        self._failures: dict[bytes, deque[float]] = {}
+
+    @staticmethod
+    def digest(key: str) -> bytes:
+        return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def __len__(self) -> int:
+        return len(self._failures)
 
     def retry_after(self, key: str) -> float:
         """Seconds until ``key`` may try again; 0 when it may now."""
         if self.max_failures <= 0:
             return 0.0
-        times = self._prune(key)
+        times = self._failures.get(self.digest(key))
+        if times is None:
+            return 0.0
+        self._expire(times)
         if len(times) < self.max_failures:
             return 0.0
         return max(0.0, times[0] + self.window - time.monotonic())
 
     def failed(self, key: str) -> None:
-        if self.max_failures > 0:
-            self._prune(key).append(time.monotonic())
+        if self.max_failures <= 0:
+            return
+        digest = self.digest(key)
+        times = self._failures.pop(digest, None)
+        if times is None:
+            times = deque(maxlen=self.max_failures)
+            while len(self._failures) >= self.max_keys:
+                del self._failures[next(iter(self._failures))]
+        self._expire(times)
+        times.append(time.monotonic())
+        self._failures[digest] = times
 
-    def _prune(self, key: str) -> deque[float]:
-        times = self._failures.setdefault(key, deque())
+    def _expire(self, times: deque[float]) -> None:
         horizon = time.monotonic() - self.window
         while times and times[0] <= horizon:
             times.popleft()
-        if len(self._failures) > 10_000:  # bound memory under a spray of names
-            for stale in [k for k, v in self._failures.items() if not v]:
-                del self._failures[stale]
-        return times
+
+
+def username_key(username: str) -> str:
+    """The form of a username its limits are counted under (case and width folded)."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+class LoginGuard:
+    """The login limits: per client address *and* username, plus a per-address ceiling.
+
+    Failures for one username from one address lock out only that pair, so an
+    attacker guessing (or spraying names) from one address cannot lock out a
+    user who logs in from another; the ceiling, much higher, stops one address
+    from trying many names. A locked-out login answers 429 whether or not the
+    password is right, so 429 tells nothing about the password.
+    """
+
+    def __init__(self, per_user: LoginLimiter, per_address: LoginLimiter) -> None:
+        self.per_user = per_user
+        self.per_address = per_address
+
+    @classmethod
+    def for_limits(
+        cls, per_user: int, per_address: int, window_seconds: float, max_keys: int
+    ) -> LoginGuard:
+        return cls(
+            LoginLimiter(per_user, window_seconds, max_keys),
+            LoginLimiter(per_address, window_seconds, max_keys),
+        )
+
+    @staticmethod
+    def _pair(address: str, username: str) -> str:
+        return f"{address}\x00{username_key(username)}"
+
+    def retry_after(self, address: str, username: str) -> float:
+        """Seconds until this address may try this username again; 0 when it may now."""
+        return max(
+            self.per_user.retry_after(self._pair(address, username)),
+            self.per_address.retry_after(address),
+        )
+
+    def failed(self, address: str, username: str) -> None:
+        self.per_user.failed(self._pair(address, username))
+        self.per_address.failed(address)

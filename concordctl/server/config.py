@@ -79,9 +79,36 @@ class ServerConfig:
     ws_close_timeout: float = 5.0
     #: Websockets one user may hold open (a CI matrix of ``wait`` jobs shares one token).
     max_ws_per_user: int = 256
+    #: Outgoing bytes one websocket may have waiting (queued events and the socket's
+    #: buffer, pongs included) before it counts as too slow.
+    ws_buffer_bytes: int = 4 * 1024 * 1024
+    #: Typing events per user and channel per second; more are coalesced (``flood.py``).
+    ws_typing_per_second: float = 2.0
+    #: chat_written + chat_reaction frames per user per second on average, and at once.
+    ws_frames_per_second: float = 20.0
+    ws_frame_burst: int = 100
+    #: Frames dropped over budget within 10 s after which the socket is closed (1008).
+    ws_dropped_frames_limit: int = 200
+    #: Failed logins per client address and username within the window.
     login_failures_per_user: int = 10
-    login_failures_per_address: int = 50
+    #: Failed logins per client address, whatever the username (a ceiling against sprays).
+    login_failures_per_address: int = 500
     login_window_seconds: float = 60.0
+    #: Keys each login limiter tracks at most (a few hundred bytes each).
+    login_tracked_keys: int = 10_000
+    #: Addresses (or networks, "*" for any) whose X-Forwarded-For / X-Forwarded-Proto
+    #: are believed; empty (the default): no proxy header is.
+    forwarded_allow_ips: tuple[str, ...] = ()
+    #: Host names accepted besides the bound address and localhost (``--allowed-host``).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Connections open at once (HTTP and websocket); one more gets 503 and a log line.
+    max_connections: int = 1000
+    #: Seconds from a connection opening (or a request's first byte) to its complete headers.
+    http_header_timeout: float = 10.0
+    #: Seconds a request body may take to arrive, from its headers.
+    http_body_timeout: float = 30.0
+    #: Seconds an idle keep-alive connection is kept open.
+    http_idle_timeout: float = 5.0
     #: Accounts one client address may register per window (0: no limit).
     registrations_per_address: int = 20
     registration_window_seconds: float = 3600.0

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import Protocol
 
 __all__ = ["DirectWriter"]
@@ -37,7 +38,7 @@ class DirectWriter:
     def attach(cls, send: Any) -> DirectWriter | None:
         """A writer for the connection behind an ASGI ``send``; None if unknown."""
         proto = getattr(send, "__self__", None)
-        if type(proto).__name__ != "WebSocketsSansIOProtocol":
+        if not isinstance(proto, WebSocketsSansIOProtocol):  # ours subclasses it
             return None
         conn = getattr(proto, "conn", None)
         transport = getattr(proto, "transport", None)

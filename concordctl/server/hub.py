@@ -1,8 +1,10 @@
 """The broadcast hub: every event to every connected websocket client.
 
-Each client has a bounded queue, so a client that stops reading never slows
-anyone else down: when its queue is full it is disconnected with
-:data:`SLOW_CLIENT_CODE` and a reason, and the others lose nothing.
+Each client has a queue bounded in frames and bytes, so a client that stops
+reading never slows anyone else down: when its queue is full and its socket
+takes no more writes it is disconnected with :data:`SLOW_CLIENT_CODE` and a
+reason, and the others lose nothing. (A full queue whose socket still takes
+writes is written out at once: that client reads, it is not slow.)
 
 An event is encoded once; the same text and bytes go to everyone. Queued
 events are flushed once per event-loop iteration, all of a client's pending
@@ -29,6 +31,8 @@ SLOW_CLIENT_CODE = 4008
 SLOW_CLIENT_REASON = "too slow: send queue full, events dropped"
 #: How long a close may wait for a client's buffers to drain before the socket is dropped.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+#: Payload bytes one client may have queued (``ServerConfig.ws_buffer_bytes``).
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
 Frame = str | bytes
 #: (is_text, what ASGI sends, the UTF-8 payload)
@@ -48,11 +52,13 @@ class Subscriber:
         "_close",
         "_closing",
         "_direct",
+        "_queued_bytes",
         "_send",
         "_task",
         "_wakeup",
         "close_timeout",
         "limit",
+        "max_bytes",
         "queue",
         "user_id",
     )
@@ -65,11 +71,16 @@ class Subscriber:
         limit: int,
         direct: DirectWriter | None = None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.user_id = user_id
         self.close_timeout = close_timeout
+        #: Frames queued at most.
         self.limit = limit
+        #: Payload bytes queued at most.
+        self.max_bytes = max_bytes
         self.queue: deque[Outgoing] = deque()
+        self._queued_bytes = 0
         self._send = send
         self._close = close
         self._direct = direct
@@ -81,22 +92,35 @@ class Subscriber:
         """Queue a frame; False when the queue is full (the client is too slow)."""
         if self._closing:
             return True
-        if len(self.queue) >= self.limit:
-            return False
+        size = len(item[2])
+        if len(self.queue) >= self.limit or self._queued_bytes + size > self.max_bytes:
+            # Full within one loop iteration, yet the socket takes writes: the client
+            # reads, someone else sends a lot. Write now rather than call it slow.
+            if not self._write_now():
+                return False
+            if size > self.max_bytes:
+                return False
         self.queue.append(item)
+        self._queued_bytes += size
         return True
 
     def flush(self) -> None:
         """Write what is queued now if the connection takes it; else wake the task."""
         if not self.queue or self._closing:
             return
-        direct = self._direct
-        if direct is not None and direct.writable and direct.usable:
-            items = list(self.queue)
-            self.queue.clear()
-            direct.write((text, payload) for text, _, payload in items)
-        else:
+        if not self._write_now():
             self._wakeup.set()
+
+    def _write_now(self) -> bool:
+        """Write the whole queue in one go if the connection takes writes now."""
+        direct = self._direct
+        if direct is None or not (direct.writable and direct.usable):
+            return False
+        items = list(self.queue)
+        self.queue.clear()
+        self._queued_bytes = 0
+        direct.write((text, payload) for text, _, payload in items)
+        return True
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -115,7 +139,9 @@ class Subscriber:
                             return
                         self.flush()
                     else:
-                        await self._send(queue.popleft()[1])
+                        item = queue.popleft()
+                        self._queued_bytes -= len(item[2])
+                        await self._send(item[1])
         except Exception:  # the socket went away; the receive side cleans up
             return
 
@@ -125,6 +151,7 @@ class Subscriber:
             return
         self._closing = True
         self.queue.clear()
+        self._queued_bytes = 0
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -1,6 +1,8 @@
 """Per-user and per-address limits of one server process (memory, sliding windows).
 
-Login failures use :class:`~concordctl.server.auth.LoginLimiter`;
+Login failures use :class:`~concordctl.server.auth.LoginGuard` (per address
+and username, plus a per-address ceiling); client frames over websockets use
+:class:`~concordctl.server.flood.FrameBudget`;
 registrations per address and avatar uploads per user are counted here the
 same way. Every limit is a :class:`~concordctl.server.config.ServerConfig`
 field (README, "The embedded server"); 0 turns one off.
@@ -13,6 +15,7 @@ from collections import deque
 
 from concordctl.server import auth
 from concordctl.server.config import ServerConfig
+from concordctl.server.flood import FrameBudget
 
 __all__ = ["ByteBudget", "Limits"]
 
@@ -56,11 +59,12 @@ class Limits:
 
     def __init__(self, config: ServerConfig) -> None:
         c = config
-        #: Failed logins per username (key "user:<name key>").
-        self.user_logins = auth.LoginLimiter(c.login_failures_per_user, c.login_window_seconds)
-        #: Failed logins per client address (key "addr:<address>").
-        self.address_logins = auth.LoginLimiter(
-            c.login_failures_per_address, c.login_window_seconds
+        #: Failed logins per client address and username, and per address (a ceiling).
+        self.logins = auth.LoginGuard.for_limits(
+            c.login_failures_per_user,
+            c.login_failures_per_address,
+            c.login_window_seconds,
+            c.login_tracked_keys,
         )
         #: Accounts registered per client address.
         self.registrations = auth.LoginLimiter(
@@ -70,3 +74,5 @@ class Limits:
         self.avatar_uploads = ByteBudget(
             c.avatar_bytes_per_window, c.avatar_uploads_per_window, c.avatar_window_seconds
         )
+        #: Client frames per user over websockets (typing coalesced, writes budgeted).
+        self.frames = FrameBudget(c.ws_typing_per_second, c.ws_frames_per_second, c.ws_frame_burst)

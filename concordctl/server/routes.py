@@ -198,12 +198,9 @@ async def post_token(request: Request) -> Response:
     creds = await _body(request, p.Credentials)
     if len(creds.username) > MAX_USERNAME_CHARS:
         raise ApiError(400, "bad credentials")  # no such user can exist; not worth a limiter key
-    limits = state.limits
-    user_key = "user:" + creds.username.casefold()
-    address_key = "addr:" + _address(request)
-    wait = max(
-        limits.user_logins.retry_after(user_key), limits.address_logins.retry_after(address_key)
-    )
+    logins = state.limits.logins
+    address = _address(request)
+    wait = logins.retry_after(address, creds.username)
     if wait > 0:
         raise ApiError(
             429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)}
@@ -212,8 +209,7 @@ async def post_token(request: Request) -> Response:
     stored = user.password_hash if user else auth.DUMMY_HASH
     ok = await asyncio.to_thread(auth.verify_password, creds.password, stored)
     if user is None or not ok:
-        limits.user_logins.failed(user_key)
-        limits.address_logins.failed(address_key)
+        logins.failed(address, creds.username)
         raise ApiError(400, "bad credentials")
     return json_response(p.Token(token=issue_token(state, user)))
 

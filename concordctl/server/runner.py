@@ -29,7 +29,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concordctl.errors import redact_url
-from concordctl.server import auth
+from concordctl.server import auth, connections
 from concordctl.server.app import build_app
 from concordctl.server.cluster import Cluster, ClusterError, tell_nodes_to_close
 from concordctl.server.config import ServerConfig, display_db, is_postgres_url, key_path_for
@@ -324,10 +324,15 @@ class EmbeddedServer:
             log_config=None,
             access_log=False,
             server_header=False,
-            ws=cfg.ws_impl,
-            http=cfg.http_impl,
+            ws=connections.websocket_protocol(cfg),
+            http=connections.http_protocol(cfg),
+            timeout_keep_alive=max(1, round(cfg.http_idle_timeout)),
             ws_max_size=cfg.ws_max_message_bytes,
             ws_per_message_deflate=False,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default, which on a
+            # loopback server is every client: only from the addresses configured.
+            proxy_headers=bool(cfg.forwarded_allow_ips),
+            forwarded_allow_ips=list(cfg.forwarded_allow_ips),
             ssl_certfile=cfg.ssl_certfile,
             ssl_keyfile=cfg.ssl_keyfile,
             timeout_graceful_shutdown=5,

@@ -3,7 +3,9 @@
 Every event of every client goes through here, so it skips Starlette's
 per-message wrappers. Client frames (``chat_typing``, ``chat_written``,
 ``chat_reaction``) act like their REST counterparts; anything malformed or
-failing is ignored and the socket stays open.
+failing is ignored and the socket stays open. Each user's frames are
+budgeted (``flood.py``): beyond it they are dropped, and a socket that keeps
+flooding is closed with :data:`FLOOD_CODE`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from urllib.parse import unquote
 
 from starlette.types import Message, Receive, Scope, Send
@@ -27,10 +30,16 @@ from concordctl.server.responses import ApiError, error_response
 from concordctl.server.state import ServerState
 from concordctl.server.store import StoredUser
 
-__all__ = ["client_socket", "deny"]
+__all__ = ["FLOOD_CODE", "FLOOD_REASON", "client_socket", "deny"]
 
 log = logging.getLogger("concordctl.server")
 access_log = logging.getLogger("concordctl.server.access")
+
+#: Close code and reason for a socket that keeps sending frames over its user's budget.
+FLOOD_CODE = 1008
+FLOOD_REASON = "too many frames: slow down"
+#: Dropped frames are counted over this many seconds (``ws_dropped_frames_limit``).
+DROP_WINDOW_SECONDS = 10.0
 
 
 def _ws_token(scope: Scope) -> str | None:
@@ -115,11 +124,19 @@ async def _client_session(state: ServerState, scope: Scope, receive: Receive, se
 
     direct = DirectWriter.attach(send) if config.direct_writes else None
     sub = Subscriber(
-        user.id, send_frame, close, config.ws_queue_size, direct, config.ws_close_timeout
+        user.id,
+        send_frame,
+        close,
+        config.ws_queue_size,
+        direct,
+        config.ws_close_timeout,
+        config.ws_buffer_bytes,
     )
     state.hub.add(sub)
     loop = asyncio.get_running_loop()
     online_timer = loop.call_later(config.online_delay, _mark_online, state, sub)
+    # When this socket's recent frames were dropped over the budget (``flood.py``).
+    dropped: deque[float] = deque(maxlen=config.ws_dropped_frames_limit + 1)
     try:
         while True:
             message: Message = await receive()
@@ -128,8 +145,13 @@ async def _client_session(state: ServerState, scope: Scope, receive: Receive, se
             data = message.get("text")
             if data is None:
                 data = message.get("bytes")
-            if data is not None and not sub.closing:
-                await _handle_frame(state, user, data)
+            if data is not None and not sub.closing and not await _handle_frame(state, user, data):
+                dropped.append(loop.time())
+                while dropped and dropped[0] < loop.time() - DROP_WINDOW_SECONDS:
+                    dropped.popleft()
+                if len(dropped) > config.ws_dropped_frames_limit:
+                    log.warning("closing a websocket of user %s: it floods frames", user.id)
+                    await sub.close(FLOOD_CODE, FLOOD_REASON)
     except Exception:  # the socket went away mid-receive: same as a disconnect
         pass
     finally:
@@ -145,33 +167,39 @@ def _mark_online(state: ServerState, sub: Subscriber) -> None:
         state.fanout.presence(sub.user_id, True)
 
 
-async def _handle_frame(state: ServerState, user: StoredUser, data: str | bytes) -> None:
-    """Act on one client frame; anything malformed or failing is ignored."""
+async def _handle_frame(state: ServerState, user: StoredUser, data: str | bytes) -> bool:
+    """Act on one client frame; anything malformed or failing is ignored.
+    False if the frame was dropped for going over the user's budget."""
     try:
         frame = p.decode_client_frame(data)
     except FrameError:
-        return
+        return True
+    budget = state.limits.frames
     try:
         if isinstance(frame, p.ChatTypingFrame):
             check_id(frame.channel_id, "channelId")
             check_id(frame.thread_id, "threadId")
             if not await state.store.channel_exists(frame.channel_id):
-                return
+                return True
             sent_at = frame.sent_at if isinstance(frame.sent_at, int) else now_ms()
-            state.broadcast(
-                p.ChatTyping(
-                    user_id=user.id,
-                    channel_id=frame.channel_id,
-                    thread_id=frame.thread_id,
-                    sent_at=sent_at,
-                )
+            event = p.ChatTyping(
+                user_id=user.id,
+                channel_id=frame.channel_id,
+                thread_id=frame.thread_id,
+                sent_at=sent_at,
             )
+            return budget.offer_typing(user.id, frame.channel_id, event, state.broadcast)
         elif isinstance(frame, p.ChatWritten):
+            if not budget.allow_write(user.id):
+                return False
             sent = frame.sent_at if isinstance(frame.sent_at, int) else None
             await send_chat(state, user, frame.channel_id, frame.content, sent, frame.thread_id)
         elif isinstance(frame, p.ChatReaction):
+            if not budget.allow_write(user.id):
+                return False
             await react(state, user, frame.chat_id, frame.reaction, frame.adding)
     except ApiError:
-        return
+        return True
     except Exception:
         log.exception("error handling a %s frame", getattr(frame, "type", "?"))
+    return True

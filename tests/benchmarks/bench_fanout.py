@@ -223,7 +223,7 @@ def measure_embedded(
             for i in remaining:
                 body = json.dumps({"content": f"benchmark chat {i}"}).encode()
                 writer.write(
-                    f"POST /api/channels/{channel}/chats HTTP/1.1\r\nHost: bench\r\n"
+                    f"POST /api/channels/{channel}/chats HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body

@@ -17,6 +17,8 @@ def assert_4xx(response: httpx.Response, status: int = 400) -> None:
     assert body["message"]
 
 
+JSON = {"Content-Type": "application/json"}  # else 415, before the body is looked at
+
 BAD_CHAT_BODIES = [
     b"not json",
     b"",
@@ -63,13 +65,15 @@ async def test_content_limit(server: EmbeddedServer, admin: User) -> None:
 async def test_request_body_cap_is_413(server: EmbeddedServer, admin: User) -> None:
     general = await general_id(admin)
     huge = b'{"content": "' + b"x" * (server.config.max_body_bytes + 10) + b'"}'
-    assert_4xx(await admin.post(f"/api/channels/{general}/chats", content=huge), 413)
+    json_type = {"Content-Type": "application/json"}
+    chats = f"/api/channels/{general}/chats"
+    assert_4xx(await admin.post(chats, content=huge, headers=json_type), 413)
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams
         for _ in range(server.config.max_body_bytes // 1000 + 2):
             yield b"x" * 1000
 
-    assert_4xx(await admin.post(f"/api/channels/{general}/chats", content=chunks()), 413)
+    assert_4xx(await admin.post(chats, content=chunks(), headers=json_type), 413)
     avatar = b"\x89PNG" + b"\x00" * server.config.max_avatar_bytes
     assert_4xx(
         await admin.post("/api/self/avatar", content=avatar, headers={"Content-Type": "image/png"}),
@@ -131,7 +135,7 @@ async def test_bad_bodies_elsewhere(http: httpx.AsyncClient, admin: User) -> Non
         ("/api/users/register", b'{"username": "a\\nb", "password": "x"}'),
         ("/api/users/register", b'{"username": "ok", "password": ""}'),
     ]:
-        assert_4xx(await http.post(path, content=body))
+        assert_4xx(await http.post(path, content=body, headers=JSON))
     for body in [
         b'{"name": ""}',
         b'{"name": 3}',
@@ -139,7 +143,7 @@ async def test_bad_bodies_elsewhere(http: httpx.AsyncClient, admin: User) -> Non
         b'{"name": "x", "capabilities": "text"}',
         b'{"name": "x", "parentChannelId": -1}',
     ]:
-        assert_4xx(await admin.post("/api/channels", content=body))
+        assert_4xx(await admin.post("/api/channels", content=body, headers=JSON))
     general = await general_id(admin)
     chat = await admin.send(general, "react")
     for body in [
@@ -148,6 +152,8 @@ async def test_bad_bodies_elsewhere(http: httpx.AsyncClient, admin: User) -> Non
         b'{"reaction": "x", "adding": "yes"}',
         b'{"reaction": "' + b"a" * 100 + b'", "adding": true}',
     ]:
-        assert_4xx(await admin.post(f"/api/chats/{chat['id']}/reactions", content=body))
-    assert_4xx(await admin.post("/api/self/password", content=b'{"newPassword": ""}'))
-    assert_4xx(await admin.post("/api/self/password", content=b"{}"))
+        path = f"/api/chats/{chat['id']}/reactions"
+        assert_4xx(await admin.post(path, content=body, headers=JSON))
+    password = "/api/self/password"
+    assert_4xx(await admin.post(password, content=b'{"newPassword": ""}', headers=JSON))
+    assert_4xx(await admin.post(password, content=b"{}", headers=JSON))
