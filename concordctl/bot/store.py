@@ -165,7 +165,11 @@ class SqliteState(StateBackend):
         self._lock = asyncio.Lock()
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` on the store's thread (for claims.py too)."""
+        """Run ``fn(connection)`` on the store's thread, between other calls (claims.py)."""
+        async with self._lock:
+            return await self._call(fn)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._executor is None or self._conn is None:
             raise StateError("the state store is closed")
         conn = self._conn
@@ -224,7 +228,7 @@ class SqliteState(StateBackend):
             return None if row is None else str(row[0])
 
         async with self._lock:
-            return await self.call(run)
+            return await self._call(run)
 
     async def set(self, ns: str, key: str, text: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -235,7 +239,7 @@ class SqliteState(StateBackend):
             )
 
         async with self._lock:
-            await self.call(run)
+            await self._call(run)
 
     async def delete(self, ns: str, key: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -243,7 +247,7 @@ class SqliteState(StateBackend):
             return cur.rowcount > 0
 
         async with self._lock:
-            return await self.call(run)
+            return await self._call(run)
 
     async def update(self, ns: str, key: str, fn: Callable[[Any], Any]) -> Any:
         def begin(conn: sqlite3.Connection) -> str | None:
@@ -273,14 +277,14 @@ class SqliteState(StateBackend):
             conn.execute("ROLLBACK")
 
         async with self._lock:
-            old = await self.call(begin)
+            old = await self._call(begin)
             try:
                 new = await _apply(fn, None if old is None else json.loads(old))
                 text = _encode(new)
             except BaseException:
-                await asyncio.shield(self.call(rollback))
+                await asyncio.shield(self._call(rollback))
                 raise
-            await asyncio.shield(self.call(lambda conn: commit(conn, text)))
+            await asyncio.shield(self._call(lambda conn: commit(conn, text)))
             return json.loads(text)
 
     async def items(self, ns: str) -> list[tuple[str, str]]:
@@ -291,7 +295,7 @@ class SqliteState(StateBackend):
             return [(str(k), str(v)) for k, v in rows]
 
         async with self._lock:
-            return await self.call(run)
+            return await self._call(run)
 
 
 # --------------------------------------------------------------------------
