@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -493,7 +494,8 @@ class Coordinator:
         self.book = book
         self.shared = backend.shared
         text = await backend.get(CURSOR_NS, "chat")
-        saved = int(text) if text and text.isdigit() else 0
+        value = json.loads(text) if text else 0
+        saved = value if isinstance(value, int) else 0
         self._saved_cursor = saved
         self.cursor = CursorTracker(saved)
         return saved
@@ -548,7 +550,9 @@ class Coordinator:
         backend = self.handle.backend
         if self.shared:
             # Replicas share one cursor: it only moves forward.
-            await backend.update(CURSOR_NS, "chat", lambda old: str(max(int(old or 0), safe)))
+            await backend.update(
+                CURSOR_NS, "chat", lambda old: max(old if isinstance(old, int) else 0, safe)
+            )
         else:
             await backend.set(CURSOR_NS, "chat", str(safe))
         self._saved_cursor = safe
