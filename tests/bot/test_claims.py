@@ -175,8 +175,8 @@ async def test_cursor_is_saved_and_read_back(spec: str, coords: list[Coordinator
 
 
 async def test_replicas_share_claims_and_one_holds_a_lease(postgres_url: str) -> None:
-    a = await open_coordinator(postgres_url, lease=0.5)
-    b = await open_coordinator(postgres_url, lease=0.5)
+    a = await open_coordinator(postgres_url, lease=2.0)
+    b = await open_coordinator(postgres_url, lease=2.0)
     try:
         a.start()
         b.start()
