@@ -61,6 +61,7 @@ __all__ = [
     "JobState",
     "Once",
     "Scheduler",
+    "SteppedClock",
     "SystemClock",
     "parse_days",
 ]
@@ -161,6 +162,51 @@ class FakeClock:
         """The earliest moment a sleeper waits for (None: nobody sleeps)."""
         live = [w for w, _, f in self._sleepers if not f.done()]
         return min(live) if live else None
+
+
+class SteppedClock:
+    """Real time plus whatever a test added: the harness's clock.
+
+    Without ``advance`` it is the system clock, so bots that wait for real
+    seconds (``@bot.every(seconds=0.05)``) behave as in production; each
+    ``advance(minutes=10)`` moves it forward at once and wakes the sleepers due.
+    """
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+        self._moved: asyncio.Event | None = None
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    async def sleep_until(self, when: datetime) -> None:
+        while True:
+            remaining = (when - self.now()).total_seconds()
+            if remaining <= 0:
+                return
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            moved = self._moved
+            try:
+                async with asyncio.timeout(min(remaining, 30.0)):
+                    await moved.wait()
+            except TimeoutError:
+                pass
+
+    def advance(self, delta: timedelta | float | None = None, **parts: float) -> datetime:
+        """Move time forward (as :meth:`FakeClock.advance`); returns the new now."""
+        step = (
+            delta
+            if isinstance(delta, timedelta)
+            else timedelta(seconds=delta or 0) + timedelta(**parts)
+        )
+        if step < timedelta(0):
+            raise ValueError("a clock only moves forward")
+        self.offset += step
+        moved, self._moved = self._moved, None
+        if moved is not None:
+            moved.set()
+        return self.now()
 
 
 # --------------------------------------------------------------------------

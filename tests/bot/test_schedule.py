@@ -18,6 +18,7 @@ from concordctl.bot.schedule import (
     JobState,
     Once,
     Scheduler,
+    SteppedClock,
     parse_days,
 )
 from concordctl.errors import UsageError
@@ -113,7 +114,7 @@ def test_every_keeps_its_period_and_skips_what_an_overrun_missed() -> None:
 
 
 class Recorder:
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: FakeClock | SteppedClock) -> None:
         self.clock = clock
         self.calls: list[tuple[str, tuple[object, ...], datetime]] = []
         self.block: asyncio.Event | None = None
@@ -335,3 +336,20 @@ def test_fake_clock_moves_forward_only() -> None:
         c.advance(-1)
     with pytest.raises(ValueError):
         c.set(MONDAY_8)
+
+
+async def test_the_stepped_clock_follows_real_time_and_jumps() -> None:
+    clock = SteppedClock()
+    rec = Recorder(clock)
+    s = Scheduler(clock, rec)
+    fast = s.attach(Job("fast", lambda: None, Every(0.01)))
+    daily = s.attach(Job("daily", lambda: None, Once(timedelta(hours=3)), key="d"))
+    try:
+        await async_wait_until(lambda: fast.runs >= 2, what="real-time runs")
+        assert daily.runs == 0
+        before = datetime.now(UTC)
+        clock.advance(hours=3)
+        await async_wait_until(lambda: daily.state is JobState.DONE, what="the jump")
+        assert clock.now() - before >= timedelta(hours=3)
+    finally:
+        await s.close()
