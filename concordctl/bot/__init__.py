@@ -50,6 +50,7 @@ chats in a loop is stopped (:class:`SendLoopError`) with a clear warning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import difflib
 import dis
@@ -63,8 +64,21 @@ import signal
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+from concordctl.bot.schedule import (
+    Clock,
+    CronSchedule,
+    DailyAt,
+    Every,
+    Job,
+    Jobs,
+    Once,
+    Schedule,
+    SystemClock,
+)
+from concordctl.bot.store import INTERNAL_PREFIX, StateHandle, Store
 from concordctl.errors import ConcordError, UsageError
 from concordctl.protocol import (
     EVENT_CLASSES,
@@ -466,6 +480,8 @@ class Bot:
         health_file: str | os.PathLike[str] | None = None,
         dead_letters: str | os.PathLike[str] | None = None,
         max_backlog: int = 10_000,
+        state: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError("concurrency must be at least 1")
@@ -509,6 +525,97 @@ class Bot:
         )
         self._runtime: Runtime | None = None
         self._stop_early = False
+        #: The clock schedules run on (the harness steps its own).
+        self.clock: Clock = clock or SystemClock()
+        #: Scheduled jobs by key: periodic handlers by name, ``later`` jobs by key.
+        self.jobs = Jobs()
+        self._scheduled: list[Job] = []
+        self._later: list[Job] = []  # later() before the bot runs
+        self.state = state
+
+    # -- state and schedules (issue 10; see store.py, schedule.py, claims.py) --
+
+    @property
+    def state(self) -> str | None:
+        """Where the store and the stream cursor live (None: in memory)."""
+        return self._state.spec
+
+    @state.setter
+    def state(self, value: str | os.PathLike[str] | None) -> None:
+        if self._runtime is not None and not self._runtime.finished:
+            raise UsageError("state= cannot change while the bot runs")
+        self._state = StateHandle(os.fspath(value) if value is not None else None)
+
+    @property
+    def durable(self) -> bool:
+        """True when the state outlives the process (a file or PostgreSQL)."""
+        return self._state.spec not in (None, ":memory:")
+
+    def store(self, namespace: str) -> Store:
+        """A namespace of the bot's state: ``get``, ``set``, ``delete``, ``update``, ``items``."""
+        if isinstance(namespace, str) and namespace.startswith(INTERNAL_PREFIX):
+            raise UsageError(
+                f"store namespaces starting with {INTERNAL_PREFIX!r} are the bot's own"
+            )
+        return Store(lambda: self._state, namespace)  # follows a later bot.state = ...
+
+    def at(
+        self,
+        times: str | Iterable[str],
+        *,
+        days: str | Iterable[str] | None = None,
+        tz: str | None = None,
+    ) -> Callable[[F], F]:
+        """Run a function at wall-clock times (``"09:30"``) on ``days`` in time zone ``tz``."""
+        return self._schedule(DailyAt(times, days=days, tz=tz))
+
+    def cron(self, expr: str, *, tz: str | None = None) -> Callable[[F], F]:
+        """Run a function on a cron schedule (``"30 9 * * 1-5"``), in ``tz`` (UTC)."""
+        return self._schedule(CronSchedule(expr, tz=tz))
+
+    def _schedule(self, schedule: Schedule) -> Callable[[F], F]:
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"a schedule needs a function, got {fn!r}")
+            key = str(getattr(fn, "__name__", None) or _name_of(fn))
+            job = Job(_name_of(fn), fn, schedule, key=key, is_async=_is_async(fn))
+            if job.key in self.jobs:
+                raise UsageError(f"a job named {job.key!r} is already scheduled")
+            self._scheduled.append(job)
+            self.jobs.add(job)
+            # A bound method or builtin cannot carry it: bot.jobs[name] still works.
+            with contextlib.suppress(AttributeError):
+                fn.job = job  # type: ignore[attr-defined]
+            return fn
+
+        return register
+
+    def later(
+        self,
+        delay: float | timedelta,
+        fn: Callable[..., Any],
+        *args: Any,
+        key: str | None = None,
+    ) -> Job:
+        """Run ``fn(*args)`` once after ``delay`` (seconds or a timedelta); a :class:`Job`.
+
+        ``key`` names it in ``bot.jobs`` (a pending job with the same key is
+        replaced). It runs in this process, under the handler timeout and error
+        rules, and is cancelled at shutdown.
+        """
+        job = Job(_name_of(fn), fn, Once(delay), args=args, key=key, is_async=_is_async(fn))
+        rt = self._runtime
+        if rt is not None and not rt.finished and rt.scheduler is not None:
+            rt.scheduler.attach(job)
+        else:
+            old = self.jobs.get(job.key)
+            if old is not None and old.one_shot:
+                old.cancel()
+                if old in self._later:
+                    self._later.remove(old)
+            self._later.append(job)
+            self.jobs.add(job)
+        return job
 
     # -- registration ----------------------------------------------------
 
@@ -632,14 +739,7 @@ class Bot:
         """Run a function every ``seconds`` while the bot runs (first after one
         period, or at once with ``now=True``). A run that overruns delays the
         next one; runs never overlap."""
-        if seconds <= 0:
-            raise UsageError("every(seconds=...) must be positive")
-
-        def register(fn: F) -> F:
-            self._periodic.append(_Periodic(_name_of(fn), fn, _is_async(fn), seconds, now))
-            return fn
-
-        return register
+        return self._schedule(Every(seconds, now=now))
 
     def on_ready(self, fn: F) -> F:
         """Run once the bot is connected and listening (again after a --reload)."""

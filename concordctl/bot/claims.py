@@ -89,6 +89,7 @@ class Claim:
     event: Event | None = None
     replies: dict[int, Chat] = field(default_factory=dict)
     next_seq: int = 0
+    after_id: int = 0  # the event's chat id: a reply to it is newer
 
 
 #: The claim of the handler call running in this task (replies are numbered under it).
@@ -113,6 +114,10 @@ class ClaimBook:
         raise NotImplementedError
 
     async def record_reply(self, claim: Claim, seq: int, chat: Chat) -> None:
+        raise NotImplementedError
+
+    async def is_recorded(self, chat_id: int) -> bool:
+        """Whether a chat is recorded as the reply of some claim."""
         raise NotImplementedError
 
     async def orphans(self, owner: str, limit: int = 100) -> list[tuple[str, str, str]]:
@@ -140,7 +145,8 @@ _SQLITE_TABLES = (
         updated REAL NOT NULL, PRIMARY KEY (handler, event_key))""",
     """CREATE TABLE IF NOT EXISTS concordctl_replies (
         handler TEXT NOT NULL, event_key TEXT NOT NULL, seq INTEGER NOT NULL,
-        chat BLOB NOT NULL, PRIMARY KEY (handler, event_key, seq))""",
+        chat_id INTEGER NOT NULL, chat BLOB NOT NULL, PRIMARY KEY (handler, event_key, seq))""",
+    "CREATE INDEX IF NOT EXISTS concordctl_replies_chat ON concordctl_replies (chat_id)",
     """CREATE TABLE IF NOT EXISTS concordctl_replicas (
         owner TEXT PRIMARY KEY, alive_until REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS concordctl_leases (
@@ -208,12 +214,21 @@ class SqliteClaims(ClaimBook):
     async def record_reply(self, claim: Claim, seq: int, chat: Chat) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT OR REPLACE INTO concordctl_replies (handler, event_key, seq, chat) "
-                "VALUES (?, ?, ?, ?)",
-                (claim.handler, claim.key, seq, encode(chat)),
+                "INSERT OR REPLACE INTO concordctl_replies "
+                "(handler, event_key, seq, chat_id, chat) VALUES (?, ?, ?, ?, ?)",
+                (claim.handler, claim.key, seq, chat.id, encode(chat)),
             )
 
         await self.db.call(run)
+
+    async def is_recorded(self, chat_id: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM concordctl_replies WHERE chat_id = ? LIMIT 1", (chat_id,)
+            ).fetchone()
+            return row is not None
+
+        return await self.db.call(run)
 
     async def orphans(self, owner: str, limit: int = 100) -> list[tuple[str, str, str]]:
         def run(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
@@ -266,6 +281,8 @@ def _revived(
     if isinstance(ev, ChatSent):
         ev = ChatSent(chat=ev.chat, recovered=True)
     claim = Claim(handler, key, attempt, ev)
+    if isinstance(ev, ChatSent):
+        claim.after_id = ev.chat.id
     for seq, chat in replies:
         claim.replies[int(seq)] = decode(bytes(chat), Chat)
     return claim
@@ -285,7 +302,8 @@ _PG_TABLES = (
         ON concordctl_claims (owner) WHERE status = 'running'""",
     """CREATE TABLE IF NOT EXISTS concordctl_replies (
         handler text NOT NULL, event_key text NOT NULL, seq integer NOT NULL,
-        chat bytea NOT NULL, PRIMARY KEY (handler, event_key, seq))""",
+        chat_id bigint NOT NULL, chat bytea NOT NULL, PRIMARY KEY (handler, event_key, seq))""",
+    "CREATE INDEX IF NOT EXISTS concordctl_replies_chat ON concordctl_replies (chat_id)",
     """CREATE TABLE IF NOT EXISTS concordctl_replicas (
         owner text PRIMARY KEY, alive_until timestamptz NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS concordctl_leases (
@@ -346,11 +364,17 @@ class PostgresClaims(ClaimBook):
 
     async def record_reply(self, claim: Claim, seq: int, chat: Chat) -> None:
         await self._exec(
-            "INSERT INTO concordctl_replies (handler, event_key, seq, chat) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (handler, event_key, seq) "
-            "DO UPDATE SET chat = excluded.chat",
-            (claim.handler, claim.key, seq, encode(chat)),
+            "INSERT INTO concordctl_replies (handler, event_key, seq, chat_id, chat) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (handler, event_key, seq) "
+            "DO UPDATE SET chat = excluded.chat, chat_id = excluded.chat_id",
+            (claim.handler, claim.key, seq, chat.id, encode(chat)),
         )
+
+    async def is_recorded(self, chat_id: int) -> bool:
+        rows = await self._exec(
+            "SELECT 1 FROM concordctl_replies WHERE chat_id = %s LIMIT 1", (chat_id,)
+        )
+        return bool(rows)
 
     async def orphans(self, owner: str, limit: int = 100) -> list[tuple[str, str, str]]:
         rows = await self._exec(
@@ -459,8 +483,9 @@ class CursorTracker:
 
 #: Re-runs a taken-over claim (the runtime dispatches its event to that handler only).
 Redispatch = Callable[[Claim], None]
-#: Finds a chat the bot already sent: (channel id, content, after chat id) -> Chat or None.
-Probe = Callable[[int, str, int], Awaitable[Chat | None]]
+#: The bot's chats with this content newer than a chat id, oldest first:
+#: (channel, content, after chat id) -> chats.
+Probe = Callable[[int | str, str, int], Awaitable[list[Chat]]]
 
 
 class Coordinator:
@@ -560,7 +585,10 @@ class Coordinator:
     async def acquire(self, handler: str, ev: Event) -> Claim | None:
         book = self.book
         assert book is not None
-        return await book.acquire(handler, event_key(ev), self.owner, encode_event(ev))
+        claim = await book.acquire(handler, event_key(ev), self.owner, encode_event(ev))
+        if claim is not None and isinstance(ev, ChatSent):
+            claim.after_id = ev.chat.id
+        return claim
 
     async def finish(self, claim: Claim) -> None:
         assert self.book is not None
@@ -569,9 +597,8 @@ class Coordinator:
     async def send_once(
         self,
         claim: Claim,
-        channel_id: int,
+        channel: int | str,
         content: str,
-        after_id: int,
         send: Callable[[], Awaitable[Chat]],
     ) -> Chat:
         """Send a chat of a claimed call at most once across re-runs of that call."""
@@ -580,16 +607,18 @@ class Coordinator:
         done = claim.replies.get(seq)
         if done is not None:
             return done
+        assert self.book is not None
         if claim.attempt > 1 and self.probe is not None:
-            found = await self.probe(channel_id, content, after_id)
-            if found is not None and all(c.id != found.id for c in claim.replies.values()):
+            for found in await self.probe(channel, content, claim.after_id):
+                if any(c.id == found.id for c in claim.replies.values()):
+                    continue
+                if await self.book.is_recorded(found.id):
+                    continue  # the reply of another call with the same text
                 claim.replies[seq] = found
-                assert self.book is not None
                 await self.book.record_reply(claim, seq, found)
                 return found
         chat = await send()
         claim.replies[seq] = chat
-        assert self.book is not None
         await self.book.record_reply(claim, seq, chat)
         return chat
 

@@ -47,6 +47,8 @@ from concordctl.bot import (
     describe,
     parse_command,
 )
+from concordctl.bot.claims import Claim, Coordinator, current_claim
+from concordctl.bot.schedule import Job, Scheduler
 from concordctl.errors import UsageError
 from concordctl.protocol import (
     ChannelCreated,
@@ -183,6 +185,8 @@ class GuardedClient:
         self._guard = guard
         self._dry = dry_run
         self._fake_ids = 0
+        #: With a durable state: sends of a claimed call are recorded (claims.py).
+        self.coordinator: Coordinator | None = None
 
     def __getattr__(self, name: str) -> Any:
         if self._client is None:
@@ -227,6 +231,20 @@ class GuardedClient:
         sent_at: int | None = None,
     ) -> Chat:
         args = {"channel": channel, "content": content, "thread_id": thread_id}
+        claim = current_claim.get()
+        coord = self.coordinator
+        if claim is not None and coord is not None and self._dry is None:
+
+            async def send() -> Chat:
+                await self._guard.acquire("send")
+                return cast(
+                    Chat,
+                    await self._client.send_chat(
+                        channel, content, thread_id=thread_id, sent_at=sent_at
+                    ),
+                )
+
+            return await coord.send_once(claim, channel, content, send)
         if await self._write("send", args):
             return cast(
                 Chat,
@@ -339,6 +357,12 @@ class Runtime:
         self.failures = 0
         self.timeouts = 0
         self.ignore_self = bot.ignore_self
+        # Issue 10: jobs on the bot's clock; claims and the cursor on a durable state.
+        self.scheduler: Scheduler | None = None
+        self.coord: Coordinator | None = Coordinator(bot._state) if bot.durable else None
+        self.client.coordinator = self.coord
+        self.calls = 0  # handler calls queued by the current dispatch (for the cursor)
+        self.coord_adopted: dict[tuple[str, str], Claim] = {}  # taken-over claims to re-run
 
     # -- lifecycle -------------------------------------------------------
 
@@ -367,6 +391,8 @@ class Runtime:
                 )
             else:
                 self.resolve_offline(bot)
+            if self.coord is not None:
+                await self.open_state()
             if events is None:
                 events = self.client_source()
                 self.restartable = True
@@ -384,6 +410,8 @@ class Runtime:
             if not self.stopping and not self.consumer.done():  # done: it failed to start
                 await self.run_hooks(bot._on_ready, "on_ready")
                 self.start_periodic(bot)
+                if self.coord is not None:
+                    self.coord.start()
                 self.ready.set()
                 log.info("bot ready (user id %s)", self.self_id)
                 if bot.health_file and self.connected:
@@ -406,6 +434,11 @@ class Runtime:
             self.gate.set()
             for task in [*self.periodic_tasks, *self.lane_tasks]:
                 task.cancel()
+            if self.scheduler is not None:
+                await self.scheduler.close()
+            if self.coord is not None:
+                await self.coord.close()
+            await bot._state.close()
             self.executor.shutdown(wait=False, cancel_futures=True)
             if bot.health_file:
                 _remove_health_file(bot.health_file)
@@ -418,6 +451,8 @@ class Runtime:
 
     async def shutdown(self, bounded: bool) -> None:
         bot = self.bot
+        if self.scheduler is not None:
+            await self.scheduler.close()
         for task in self.periodic_tasks:
             task.cancel()
         pending = {t for t in self.lane_tasks if not t.done()}
@@ -504,6 +539,9 @@ class Runtime:
         for task in self.periodic_tasks:
             task.cancel()
         self.periodic_tasks.clear()
+        if self.scheduler is not None:
+            await self.scheduler.close()
+            self.scheduler = None
         new._route_chat()
         new._runtime = self
         self.bot = new
@@ -566,7 +604,7 @@ class Runtime:
                 # The fast path (most traffic): a chat that is not a command,
                 # not the bot's own, with only plain await-free handlers.
                 bot = self.bot
-                fast = bot._chat_fast
+                fast = bot._chat_fast if self.coord is None else None
                 chat = ev.chat
                 if (
                     fast is not None
@@ -604,6 +642,7 @@ class Runtime:
         if cls is ChatSent:
             bot = self.bot
             chat = ev.chat
+            self.calls = 0
             if chat.id > self.last_chat_id:
                 self.last_chat_id = chat.id
             own = chat.author_id == self.self_id
@@ -617,6 +656,8 @@ class Runtime:
             if route is None:
                 route = bot._route_chat()
             self.dispatch_to(route, ev, own, None)
+            if self.coord is not None:
+                self.coord.cursor.received(chat.id, self.calls)
         elif cls is _Targeted:
             self.dispatch_targeted(ev)
         elif cls is UnknownEvent:
@@ -662,7 +703,7 @@ class Runtime:
                 extra = self.accepts(lst, ev)
                 if extra is _NO:
                     continue
-            if lst.inline:
+            if lst.inline and self.coord is None:
                 try:
                     for _ in (lst.fn(ev, extra) if lst.pass_match else lst.fn(ev)).__await__():
                         raise RuntimeError("an await-free handler suspended")  # cannot happen
@@ -732,6 +773,7 @@ class Runtime:
             lane = lst.lanes[key] = _Lane(lst, key)
         lane.items.append((ev, extra, own))
         self.backlog += 1
+        self.calls += 1
         if lane.task is None:
             task = self.loop.create_task(self.drain(lane))
             lane.task = task
@@ -767,9 +809,15 @@ class Runtime:
                             and not room.done()
                         ):
                             room.set_result(None)
+                        claim: Claim | None = None
+                        if self.coord is not None:
+                            claim = await self.claim(lst, ev)
+                            if claim is None:
+                                continue  # another replica has it, or it was done before
                         lane.current = ev
                         lane.started = loop.time()
                         token = _answering_self.set(True) if own else None
+                        claim_token = current_claim.set(claim) if claim is not None else None
                         try:
                             if lst.is_async:
                                 if is_command:
@@ -795,6 +843,10 @@ class Runtime:
                             lane.cancelling = None
                             if token is not None:
                                 _answering_self.reset(token)
+                            if claim_token is not None:
+                                current_claim.reset(claim_token)
+                            if claim is not None:
+                                await self.finish(claim)
         finally:
             lane.task = None
             if items:
@@ -855,10 +907,95 @@ class Runtime:
             log.error("%s timed out after %.3g s and was cancelled", _name_of(fn), limit)
 
     def start_periodic(self, bot: Bot) -> None:
-        for job in bot._periodic:
-            self.periodic_tasks.append(
-                asyncio.create_task(self.periodic(job), name=f"concordctl-every-{job.name}")
-            )
+        coord = self.coord
+        gate = None
+        if coord is not None and coord.shared:
+
+            async def gate(job: Job, moment: Any) -> bool:
+                return await coord.may_run(job.key)
+
+        self.scheduler = Scheduler(bot.clock, self.run_job, gate=gate, jobs=bot.jobs)
+        for job in bot._scheduled:
+            self.scheduler.attach(job)
+        for job in bot._later:
+            self.scheduler.attach(job)
+        bot._later.clear()
+
+    async def run_job(self, job: Job) -> None:
+        """One run of a scheduled job, under the handler timeout; errors are logged."""
+        try:
+            await self.call_plain(lambda: job.fn(*job.args), job.is_async, self.bot.timeout)
+        except SendLoopError:
+            pass
+        except Exception as exc:
+            job.last_error = exc
+            self.failures += 1
+            log.exception("periodic task %s raised", job.name)
+
+    # -- claims (a durable state: restart recovery and replicas) ---------
+
+    async def open_state(self) -> None:
+        """Open the state; start the stream at the saved cursor; re-run unfinished claims."""
+        coord = self.coord
+        assert coord is not None
+        saved = await coord.open()
+        if saved > self.last_chat_id:
+            self.last_chat_id = saved  # the stream opens since= here and recovers the rest
+        coord.redispatch = self.rerun
+        coord.probe = self.find_sent
+        if coord.shared:
+            log.info("state: %s (replica %s)", coord.handle.backend.kind, coord.owner)
+        await coord.sweep()
+
+    def rerun(self, claim: Claim) -> None:
+        assert claim.event is not None
+        self.coord_adopted[(claim.handler, claim.key)] = claim
+        self.dispatch(_Targeted(claim.event, claim.handler))
+
+    async def claim(self, lst: _Listener, ev: Event) -> Claim | None:
+        coord = self.coord
+        assert coord is not None
+        chat_id = ev.chat.id if isinstance(ev, ChatSent) else None
+        try:
+            from concordctl.bot.claims import event_key
+
+            adopted = self.coord_adopted.pop((lst.name, event_key(ev)), None)
+            if adopted is not None:
+                return adopted
+            for attempt in range(3):
+                try:
+                    return await coord.acquire(lst.name, ev)
+                except Exception as exc:  # the database is briefly away: try again
+                    if attempt == 2:
+                        log.error("cannot claim %s for %s: %s", describe(ev), lst.name, exc)
+                        return None
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            return None
+        finally:
+            if chat_id is not None:
+                coord.cursor.settled(chat_id)
+
+    async def finish(self, claim: Claim) -> None:
+        assert self.coord is not None
+        try:
+            await self.coord.finish(claim)
+        except Exception as exc:
+            log.warning("cannot mark %s/%s done: %s", claim.handler, claim.key, exc)
+
+    async def find_sent(self, channel: int | str, content: str, after_id: int) -> list[Chat]:
+        """Chats the bot may have sent already (a re-run after a kill between send and record)."""
+        if self.raw_client is None:
+            return []
+        try:
+            latest = await self.raw_client.latest_chats(channel, limit=50)
+        except Exception as exc:
+            log.warning("cannot check what was already sent: %s", exc)
+            return []
+        return [
+            c
+            for c in sorted(latest, key=lambda c: c.id)
+            if c.author_id == self.self_id and c.content == content and c.id > after_id
+        ]
 
     async def periodic(self, job: _Periodic) -> None:
         delay = 0.0 if job.now else job.seconds

@@ -481,38 +481,45 @@ class Store:
 
     __slots__ = ("_handle", "namespace")
 
-    def __init__(self, handle: StateHandle, namespace: str) -> None:
+    def __init__(self, handle: StateHandle | Callable[[], StateHandle], namespace: str) -> None:
         if not isinstance(namespace, str) or not namespace:
             raise UsageError("a store namespace is a non-empty string")
         self._handle = handle
         self.namespace = namespace
 
+    async def _backend(self) -> StateBackend:
+        handle = self._handle
+        if not isinstance(handle, StateHandle):
+            handle = handle()
+        return await handle.ready()
+
     async def get(self, key: str | int, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` when there is none."""
-        text = await (await self._handle.ready()).get(self.namespace, _key(key))
+        text = await (await self._backend()).get(self.namespace, _key(key))
         return default if text is None else json.loads(text)
 
     async def set(self, key: str | int, value: Any) -> None:
         """Store ``value`` (JSON) under ``key``; durable when this returns."""
         text = _encode(value)
-        await (await self._handle.ready()).set(self.namespace, _key(key), text)
+        await (await self._backend()).set(self.namespace, _key(key), text)
 
     async def delete(self, key: str | int) -> bool:
         """Remove ``key``; True when it existed."""
-        return await (await self._handle.ready()).delete(self.namespace, _key(key))
+        return await (await self._backend()).delete(self.namespace, _key(key))
 
     async def update(
         self, key: str | int, fn: Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
     ) -> Any:
         """Atomically replace the value with ``fn(old)`` (``old`` is None when
         missing) and return the new value."""
-        return await (await self._handle.ready()).update(self.namespace, _key(key), fn)
+        return await (await self._backend()).update(self.namespace, _key(key), fn)
 
     async def items(self) -> AsyncIterator[tuple[str, Any]]:
         """Every ``(key, value)`` of the namespace, by key (a snapshot)."""
-        rows = await (await self._handle.ready()).items(self.namespace)
+        rows = await (await self._backend()).items(self.namespace)
         for key, text in rows:
             yield key, json.loads(text)
 
     def __repr__(self) -> str:
-        return f"Store({self.namespace!r}, {describe_state(self._handle.spec)})"
+        handle = self._handle if isinstance(self._handle, StateHandle) else self._handle()
+        return f"Store({self.namespace!r}, {describe_state(handle.spec)})"

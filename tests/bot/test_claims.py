@@ -102,7 +102,7 @@ async def test_a_restart_runs_the_unfinished_claims_again_with_their_replies(
         sent.append(text)
         return chat(1000 + len(sent), text, author=99)
 
-    one = await first.send_once(claim, 1, "deploying web", 200, lambda: send("deploying web"))
+    one = await first.send_once(claim, 1, "deploying web", lambda: send("deploying web"))
     # Killed here: no finish, no close (the heartbeat row simply stops).
     await first.handle.close()
 
@@ -122,8 +122,8 @@ async def test_a_restart_runs_the_unfinished_claims_again_with_their_replies(
     # The re-run's first send is the recorded one; its second is new.
     token = current_claim.set(again)
     try:
-        replay = await second.send_once(again, 1, "deploying web", 200, lambda: send("x"))
-        fresh = await second.send_once(again, 1, "done", 200, lambda: send("done"))
+        replay = await second.send_once(again, 1, "deploying web", lambda: send("x"))
+        fresh = await second.send_once(again, 1, "done", lambda: send("done"))
     finally:
         current_claim.reset(token)
     assert replay == one
@@ -147,8 +147,8 @@ async def test_a_rerun_finds_a_reply_sent_but_not_recorded(
 
     already = chat(301, "pong", author=99)
 
-    async def probe(channel_id: int, content: str, after_id: int) -> Chat | None:
-        return already if (channel_id, content, after_id) == (1, "pong", 300) else None
+    async def probe(channel: int | str, content: str, after_id: int) -> list[Chat]:
+        return [already] if (channel, content, after_id) == (1, "pong", 300) else []
 
     second.probe = probe
     await async_wait_until(lambda: second.sweep(), timeout=10 * UNIT, what="takeover")
@@ -158,7 +158,7 @@ async def test_a_rerun_finds_a_reply_sent_but_not_recorded(
         sent.append("pong")
         return chat(302, "pong", author=99)
 
-    assert await second.send_once(rerun[0], 1, "pong", 300, send) == already
+    assert await second.send_once(rerun[0], 1, "pong", send) == already
     assert sent == []
 
 

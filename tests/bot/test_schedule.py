@@ -353,3 +353,62 @@ async def test_the_stepped_clock_follows_real_time_and_jumps() -> None:
         assert clock.now() - before >= timedelta(hours=3)
     finally:
         await s.close()
+
+
+# -- on a running bot, through the harness -------------------------------
+
+from concordctl import Bot, Context  # noqa: E402
+from concordctl.testing import Harness  # noqa: E402
+
+
+async def test_at_cron_later_and_run_job_on_a_live_bot(concord_harness: Harness) -> None:
+    h = concord_harness
+    bot = Bot(timeout=5)
+
+    @bot.at("09:30", days="mon-fri", tz="Europe/Berlin")
+    async def standup() -> None:
+        await bot.client.send_chat("general", "standup time")
+
+    @bot.cron("*/15 * * * *")
+    def poll() -> None:
+        raise RuntimeError("poll failed")  # logged; the bot goes on
+
+    async def remind(who: str, text: str) -> None:
+        await bot.client.send_chat("general", f"{who}: {text}")
+
+    @bot.command("remind")
+    async def remind_cmd(ctx: Context) -> None:
+        bot.later(timedelta(minutes=10), remind, ctx.args[0], ctx.args[1], key="r-" + ctx.args[0])
+        await ctx.reply("ok")
+
+    await h.start_bot(bot)
+    assert bot.jobs["standup"] is standup.job  # type: ignore[attr-defined]
+    await h.run_job(standup)
+    await h.expect_reply(match="^standup time$")
+    await h.run_job("poll")
+    assert isinstance(poll.job.last_error, RuntimeError)  # type: ignore[attr-defined]
+    await h.ask("!remind alice lunch", match="^ok$")
+    job = bot.jobs["r-alice"]
+    assert job.state is JobState.SCHEDULED
+    assert job.next_run is not None and job.next_run > h.clock.now() + timedelta(minutes=9)
+    h.advance(minutes=10)
+    await h.expect_reply(match="^alice: lunch$")
+    await async_wait_until(lambda: "r-alice" not in bot.jobs)
+
+
+async def test_jobs_are_cancelled_at_shutdown(concord_harness: Harness) -> None:
+    h = concord_harness
+    bot = Bot()
+    ran: list[str] = []
+
+    @bot.every(seconds=3600)
+    async def hourly() -> None:
+        ran.append("hourly")
+
+    await h.start_bot(bot)
+    pending = bot.later(600, ran.append, "later", key="x")
+    assert pending.state is JobState.SCHEDULED
+    await h.stop_bot(bot)
+    assert pending.state is JobState.CANCELLED
+    assert hourly.job.state is JobState.PENDING  # type: ignore[attr-defined]
+    assert ran == []
