@@ -923,6 +923,8 @@ class Runtime:
 
     async def run_job(self, job: Job) -> None:
         """One run of a scheduled job, under the handler timeout; errors are logged."""
+        # A later() made in a handler must not send under that handler's claim.
+        token = current_claim.set(None)
         try:
             await self.call_plain(lambda: job.fn(*job.args), job.is_async, self.bot.timeout)
         except SendLoopError:
@@ -931,6 +933,8 @@ class Runtime:
             job.last_error = exc
             self.failures += 1
             log.exception("periodic task %s raised", job.name)
+        finally:
+            current_claim.reset(token)
 
     # -- claims (a durable state: restart recovery and replicas) ---------
 

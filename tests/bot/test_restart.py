@@ -119,3 +119,35 @@ async def test_a_stopped_bot_answers_what_was_sent_while_it_was_down(
         await h.expect_reply(match=f"^bob has {n}$")
     await h.ask("!strike bob", match="^bob has 5$")
     assert seen == [("bob", False), ("bob", True), ("bob", True), ("bob", True), ("bob", False)]
+
+
+def _readme_state_bot() -> str:
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    section = readme.read_text().split("\n### State, schedules and restarts\n", 1)[1]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[0]
+
+
+async def test_the_readme_state_example(concord_harness: Harness, tmp_path: Path) -> None:
+    from concordctl.cli.run import load_bot
+
+    h = concord_harness
+    code = _readme_state_bot()
+    assert 'state="modbot.db"' in code
+    (tmp_path / "modbot.py").write_text(
+        code.replace('state="modbot.db"', f"state={str(tmp_path / 'modbot.db')!r}")
+    )
+    bot, _ = load_bot(str(tmp_path / "modbot.py"))
+    await h.start_bot(bot)
+    assert (await h.ask("!strike bob")).content == "bob has 1 strike(s)"
+    assert (await h.ask("!strike bob")).content == "bob has 2 strike(s)"
+    await h.run_job("standup")
+    await h.expect_reply(match="^stand-up time$")
+    assert (await h.ask("!remind 10 lunch with bob")).content == "in 10 min"
+    (pending,) = [job for key, job in bot.jobs.items() if key.startswith("remind-")]
+    assert pending.runs == 0 and pending.next_run is not None
+    h.advance(minutes=10)
+    await h.expect_reply(match="^lunch with bob$")
+    await h.stop_bot(bot)
+    again, _ = load_bot(str(tmp_path / "modbot.py"))  # restarted: the store is still there
+    await h.start_bot(again)
+    assert (await h.ask("!strike bob")).content == "bob has 3 strike(s)"
