@@ -90,6 +90,10 @@ class Harness:
         self._recording = False
         #: Handler errors of bots started with raise_handler_errors=True, not yet raised.
         self.handler_errors: list[HandlerError] = []
+        from concordctl.bot.schedule import SteppedClock
+
+        #: The clock of the bots this harness starts: real time until ``advance``.
+        self.clock = SteppedClock()
 
     @property
     def url(self) -> str:
@@ -188,8 +192,11 @@ class Harness:
         fails the expectation being awaited at once, with the handler's
         traceback; pass False for a test where handlers fail on purpose.
         """
+        from concordctl.bot.schedule import SystemClock
         from concordctl.client import Client
 
+        if isinstance(bot.clock, SystemClock):
+            bot.clock = self.clock  # so h.advance() moves its schedules
         password = await self.register(username)
         client = Client(self.url, username=username, password=password)
         await client.__aenter__()
@@ -216,6 +223,25 @@ class Harness:
                 f"the bot was not ready within {timeout or self.default_timeout * 2} s"
             )
         return bot
+
+    def advance(self, delta: Any = None, **parts: float) -> Any:
+        """Move the bots' clock forward (``h.advance(minutes=10)``): due jobs run now."""
+        return self.clock.advance(delta, **parts)
+
+    async def run_job(self, job: Any, bot: Bot | None = None) -> None:
+        """Run a scheduled handler (or a ``Job``, or a job key) once now, and wait for it."""
+        from concordctl.bot.schedule import Job
+
+        if isinstance(job, str):
+            owner = bot or (self._bots[-1][0] if self._bots else None)
+            if owner is None:
+                raise AssertionError("run_job(key) needs a running bot")
+            job = owner.jobs[job]
+        elif not isinstance(job, Job):
+            job = getattr(job, "job", None)
+            if not isinstance(job, Job):
+                raise AssertionError("run_job() takes a scheduled handler, a Job or a job key")
+        await job.run_now()
 
     async def stop_bot(self, bot: Bot, *, timeout: float = 15.0) -> None:
         """Stop a bot like SIGTERM would (grace period, on_shutdown) and wait for it."""

@@ -23,8 +23,9 @@ import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from concordctl.bot.claims import current_claim
 from concordctl.bot.commands import ArgumentError, Lookup, tokenize
 from concordctl.bot.context import Context, SyncContext
 from concordctl.bot.events import author_of, channel_of, describe
@@ -33,6 +34,9 @@ from concordctl.bot.routes import Kind, Route, RouteTable
 from concordctl.bot.writes import DeadLetters, SendLoopError, answering_self
 from concordctl.errors import ConcordError, NotFound
 from concordctl.protocol import Event
+
+if TYPE_CHECKING:  # pragma: no cover
+    from concordctl.bot.state import Durable
 
 __all__ = ["Call", "Calls", "Denied", "HandlerError", "Reporter"]
 
@@ -167,11 +171,34 @@ class Calls:
         self.reporter = reporter
         self._executor = executor
         self._buckets = buckets
+        #: On a durable state: every lane call is claimed first (state.py).
+        self.durable: Durable | None = None
 
     # -- lane items ------------------------------------------------------
 
     async def run(self, route: Route, ev: Any, payload: Any, own: bool) -> None:
-        """The lane runner: one event through one route (errors reported here)."""
+        """The lane runner: one event through one route (errors reported here).
+
+        On a durable state the call runs only under a claim (another replica's
+        claim, or one finished before a restart, skips it), so that its
+        answers, refusals included, are sent once; the claim's sends are
+        recorded and not repeated if it runs again.
+        """
+        durable = self.durable
+        if durable is None:
+            await self._run(route, ev, payload, own)
+            return
+        claim = await durable.claim(route.name, ev)
+        if claim is None:
+            return
+        token = current_claim.set(claim)
+        try:
+            await self._run(route, ev, payload, own)
+        finally:
+            current_claim.reset(token)
+            await durable.finish(claim)
+
+    async def _run(self, route: Route, ev: Any, payload: Any, own: bool) -> None:
         token = answering_self.set(True) if own else None
         ctx = payload if route.kind == "command" else None
         try:
@@ -360,8 +387,8 @@ class Calls:
 
     # -- periodic tasks and hooks ----------------------------------------
 
-    async def run_plain(self, route: Route) -> None:
-        """A periodic task or hook: with the bot's timeout; errors reported."""
+    async def run_plain(self, route: Route) -> BaseException | None:
+        """A periodic task or hook: with the bot's timeout; errors reported (and returned)."""
         limit = route.limit(self._host.table.options.timeout)
         args = (self.context_for(route, None),) if route.context_param else ()
         try:
@@ -375,9 +402,12 @@ class Calls:
                 "%s %s timed out after %.3g s and was cancelled", route.kind, route.name, limit
             )
             self.reporter.failed(HandlerError(route.name, None, timed_out=True, kind=route.kind))
+            return TimeoutError(f"{route.name} timed out after {limit} s")
         except SendLoopError:
             pass
         except Exception as exc:
             what = "periodic task" if route.kind == "every" else f"{route.kind} hook"
             log.error("%s %s raised", what, route.name, exc_info=exc)
             self.reporter.failed(HandlerError(route.name, exc, kind=route.kind))
+            return exc
+        return None

@@ -10,7 +10,7 @@ for ``chat_sent`` with plain handlers first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,19 @@ class Dispatcher:
         self.table: RouteTable | None = None
         self._filters: Mapping[Route, Filters] = {}
         self.last_chat_id = 0  # the newest chat id dispatched here
+        #: On a durable state (state.py): no inline calls, every call claimed,
+        #: and ``on_chat(chat id, calls queued)`` after each chat for the cursor.
+        self.claimed = False
+        self.on_chat: Callable[[int, int], None] | None = None
+        self._queued = 0
+
+    def _enqueue(self, route: Route, key: int | None, item: Any) -> None:
+        self._queued += 1
+        self._lanes.enqueue(route, key, item)
+
+    def redispatch(self, ev: Event, handler: str) -> None:
+        """Run ``ev`` again for ``handler`` only (a claim taken over from a dead replica)."""
+        self.dispatch(Targeted(ev, handler))
 
     def use(self, table: RouteTable, filters: Mapping[Route, Filters]) -> None:
         self.table = table
@@ -70,11 +83,14 @@ class Dispatcher:
             if chat.id > self.last_chat_id:
                 self.last_chat_id = chat.id
             own = chat.author_id == self._host.self_id
+            self._queued = 0
             if table.has_commands and chat.content.startswith(table.options.prefix):
                 self._command(table, ev, own, None)
             routes = table.by_type["chat_sent"]
             if routes:
                 self._to(routes, ev, own, None)
+            if self.on_chat is not None:
+                self.on_chat(chat.id, self._queued)
         elif cls is Targeted:
             self._targeted(table, ev)
         elif cls is UnknownEvent:
@@ -113,7 +129,7 @@ class Dispatcher:
     def _to(self, routes: tuple[Route, ...], ev: Any, own: bool, only: str | None) -> None:
         key: int | None = None
         keyed = False
-        inline_ok = self.table is not None and not self.table.middleware
+        inline_ok = self.table is not None and not self.table.middleware and not self.claimed
         for route in routes:
             if only is not None and route.name != only:
                 continue
@@ -135,7 +151,7 @@ class Dispatcher:
             if not keyed:
                 key = ev.chat.channel_id if ev.__class__ is ChatSent else channel_of(ev)
                 keyed = True
-            self._lanes.enqueue(route, key, (ev, extra, own))
+            self._enqueue(route, key, (ev, extra, own))
 
     def inline_failed(self, route: Route, ev: Any, exc: Exception) -> None:
         log.error("handler %s raised on %s", route.name, describe(ev), exc_info=exc)
@@ -197,15 +213,15 @@ class Dispatcher:
         ctx._words = words
         if match is _DENIED:
             if route.denied:
-                self._lanes.enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, route.denied), own))
+                self._enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, route.denied), own))
             return
         ctx.match = match
-        if route.inline_command and not table.middleware and not own:
+        if route.inline_command and not table.middleware and not own and not self.claimed:
             answer = self._calls.run_inline(route, ev, ctx)
             if answer:
-                self._lanes.enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, answer), own))
+                self._enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, answer), own))
             return
-        self._lanes.enqueue(route, ev.chat.channel_id, (ev, ctx, own))
+        self._enqueue(route, ev.chat.channel_id, (ev, ctx, own))
 
 
 async def _reply_unknown(ctx: Context) -> None:

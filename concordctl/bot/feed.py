@@ -127,7 +127,7 @@ class Feed:
                 # not the bot's own, with only plain await-free handlers.
                 table = dispatcher.table
                 assert table is not None
-                fast = table.chat_fast
+                fast = None if dispatcher.claimed else table.chat_fast
                 chat = ev.chat
                 if (
                     fast is not None

@@ -13,6 +13,7 @@ an error here, when the file loads. ``Bot.serve`` freezes the records into a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import inspect
@@ -21,6 +22,7 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
@@ -50,7 +52,10 @@ from concordctl.bot.routes import (
     name_of,
 )
 from concordctl.bot.runtime import Runtime
+from concordctl.bot.schedule import Clock, CronSchedule, DailyAt, Every, Job, Jobs, Once, Schedule
 from concordctl.bot.signals import run_with_signals
+from concordctl.bot.state import BotState
+from concordctl.bot.store import StateHandle, Store
 from concordctl.bot.writes import WriteHook
 from concordctl.errors import ConcordError, UsageError
 from concordctl.protocol import Event
@@ -283,9 +288,35 @@ class Router:
         next one; runs never overlap."""
         if seconds <= 0:
             raise UsageError("every(seconds=...) must be positive")
+        return self._schedule(Every(seconds, now=now), seconds=seconds, now=now)
 
+    def at(
+        self,
+        times: str | Iterable[str],
+        *,
+        days: str | Iterable[str] | None = None,
+        tz: str | None = None,
+    ) -> Callable[[F], F]:
+        """Run a function at wall-clock times (``"09:30"``) on ``days`` in time zone ``tz``."""
+        return self._schedule(DailyAt(times, days=days, tz=tz))
+
+    def cron(self, expr: str, *, tz: str | None = None) -> Callable[[F], F]:
+        """Run a function on a cron schedule (``"30 9 * * 1-5"``), in ``tz`` (UTC)."""
+        return self._schedule(CronSchedule(expr, tz=tz))
+
+    def _schedule(self, schedule: Schedule, **extra: Any) -> Callable[[F], F]:
         def register(fn: F) -> F:
-            self._add(self._plain(fn, "every", seconds=seconds, now=now))
+            if not callable(fn):
+                raise TypeError(f"a schedule needs a function, got {fn!r}")
+            name = name_of(fn)
+            key = str(getattr(fn, "__name__", None) or name)
+            if any(r.job is not None and r.job.key == key for r in self._routes):
+                raise UsageError(f"a job named {key!r} is already scheduled")
+            job = Job(name, fn, schedule, key=key, is_async=is_async(fn))
+            self._add(self._plain(fn, "every", job=job, **extra))
+            # A bound method or builtin cannot carry it: bot.jobs[name] still works.
+            with contextlib.suppress(AttributeError):
+                fn.job = job  # type: ignore[attr-defined]
             return fn
 
         return register
@@ -388,8 +419,11 @@ class Bot(Router):
         dead_letters: str | os.PathLike[str] | None = None,
         max_backlog: int = 10_000,
         cooldown_message: str = "⏳ {command} again in {seconds} s",
+        state: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__()
+        self._state = BotState(state, clock)
         if concurrency < 1:
             raise UsageError("concurrency must be at least 1")
         if unknown_command not in ("ignore", "reply"):
@@ -421,6 +455,63 @@ class Bot(Router):
         )
         self._runtime: Runtime | None = None
         self._stop_early = False
+
+    # -- state and schedules (store.py, schedule.py, state.py) -------------
+
+    @property
+    def state(self) -> str | None:
+        """Where the store and the stream cursor live (None: in memory)."""
+        return self._state.handle.spec
+
+    @state.setter
+    def state(self, value: str | os.PathLike[str] | None) -> None:
+        if self._runtime is not None and not self._runtime.finished:
+            raise UsageError("state= cannot change while the bot runs")
+        self._state.handle = StateHandle(os.fspath(value) if value is not None else None)
+
+    @property
+    def clock(self) -> Clock:
+        """The clock schedules run on (the harness steps its own)."""
+        return self._state.clock
+
+    @clock.setter
+    def clock(self, value: Clock) -> None:
+        self._state.clock = value
+
+    @property
+    def durable(self) -> bool:
+        """True when the state outlives the process (a file or PostgreSQL)."""
+        return self._state.durable
+
+    @property
+    def jobs(self) -> Jobs:
+        """Scheduled jobs by key: periodic handlers by name, ``later`` jobs by key."""
+        return self._state.jobs
+
+    def store(self, namespace: str) -> Store:
+        """A namespace of the bot's state: ``get``, ``set``, ``delete``, ``update``, ``items``."""
+        return self._state.store(namespace)
+
+    def later(
+        self,
+        delay: float | timedelta,
+        fn: Callable[..., Any],
+        *args: Any,
+        key: str | None = None,
+    ) -> Job:
+        """Run ``fn(*args)`` once after ``delay`` (seconds or a timedelta); a :class:`Job`.
+
+        ``key`` names it in ``bot.jobs`` (a pending job with the same key is
+        replaced). It runs in this process, under the handler timeout and error
+        rules, and is cancelled at shutdown.
+        """
+        job = Job(name_of(fn), fn, Once(delay), args=args, key=key, is_async=is_async(fn))
+        return self._state.add_later(job)
+
+    def _add(self, route: Route) -> None:
+        super()._add(route)
+        if route.job is not None:
+            self._state.jobs.add(route.job)
 
     # -- the route table ---------------------------------------------------
 
@@ -587,7 +678,9 @@ class Bot(Router):
         cursor: CursorStore | None,
         observers: tuple[Observer, ...],
     ) -> None:
-        rt = Runtime(table, client, dry_run=dry_run, cursor=cursor, observers=observers)
+        rt = Runtime(
+            table, client, dry_run=dry_run, cursor=cursor, observers=observers, state=self._state
+        )
         self._runtime = rt
         if self._stop_early:
             self._stop_early = False

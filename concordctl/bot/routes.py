@@ -85,6 +85,7 @@ class Route:
     hidden: bool = False
     seconds: float = 0.0  # every
     now: bool = False  # every: first run at once
+    job: Any = None  # every/at/cron: its schedule.Job
     inline: bool = field(init=False, default=False)
     #: A command whose handler and checks cannot suspend and that looks nothing up.
     inline_command: bool = field(init=False, default=False)

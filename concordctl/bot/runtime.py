@@ -35,6 +35,7 @@ from concordctl.bot.feed import CursorStore, EventSource, Feed, client_stream
 from concordctl.bot.lanes import Lanes
 from concordctl.bot.policy import CooldownBuckets, passes
 from concordctl.bot.routes import Route, RouteTable
+from concordctl.bot.state import BotState, Durable, StateCursor
 from concordctl.bot.waiters import Waiters
 from concordctl.bot.writes import DeadLetters, GuardedClient, SendGuard, WriteHook
 from concordctl.errors import UsageError
@@ -124,6 +125,7 @@ class Runtime:
         dry_run: WriteHook | None = None,
         cursor: CursorStore | None = None,
         observers: tuple[Observer, ...] = (),
+        state: BotState | None = None,
     ) -> None:
         o = table.options
         self.table = table
@@ -150,10 +152,20 @@ class Runtime:
         )
         self.waiters = Waiters()
         self.dispatcher = Dispatcher(self, self.lanes, self.calls)
+        # Schedules, and on a durable state the claims and the cursor (state.py).
+        self.durable = Durable(state or BotState(None, None), self.calls.run_plain)
+        self.calls.durable = self.durable if self.durable.coord is not None else None
+        self.client.coordinator = self.durable.coord
+        self.durable.redispatch = self.dispatcher.redispatch
+        if self.durable.coord is not None:
+            self.dispatcher.claimed = True
+            self.dispatcher.on_chat = self.durable.received
+        self.durable.find_sent = self._find_sent
+        if cursor is None and self.durable.coord is not None:
+            cursor = StateCursor(self.durable)
         self._cursor_store = cursor
         self.feed: Feed | None = None
         self._consumer: asyncio.Task[None] | None = None
-        self._periodic: list[asyncio.Task[None]] = []
 
     # -- what contexts and calls read (the Host protocols) ----------------
 
@@ -231,6 +243,7 @@ class Runtime:
             if not life.stop_requested.is_set() and not self._consumer.done():
                 await self._run_hooks(self.table.on_ready)
                 self._start_periodic()
+                self.durable.start()
                 life.to(State.READY)
                 log.info("bot ready (user id %s)", self.self_id)
                 self._touch_health()
@@ -251,10 +264,9 @@ class Runtime:
                 self.feed.stopping = True
                 self.feed.gate.set()
             life.to(State.STOPPED)
-            for task in self._periodic:
-                task.cancel()
             self.lanes.cancel_all()
             self.waiters.cancel_all()
+            await self.durable.close()
             self.executor.shutdown(wait=False, cancel_futures=True)
             if self.table.options.health_file:
                 _remove_health_file(self.table.options.health_file)
@@ -267,9 +279,7 @@ class Runtime:
             await asyncio.sleep(0.02)
 
     async def _shutdown(self, bounded: bool) -> None:
-        for task in self._periodic:
-            task.cancel()
-        await asyncio.gather(*self._periodic, return_exceptions=True)
+        await self.durable.stop_jobs()
         await self.lanes.finish(self.table.options.grace if bounded else None)
         await self._run_hooks(self.table.on_shutdown)
         await self.reporter.drain()
@@ -278,10 +288,7 @@ class Runtime:
     async def adopt(self, table: RouteTable) -> None:
         """Swap in a new route table (``--reload``): the old on_shutdown, then the new on_ready."""
         filters = await resolve_filters(table, self.raw_client)
-        for task in self._periodic:
-            task.cancel()
-        await asyncio.gather(*self._periodic, return_exceptions=True)
-        self._periodic.clear()
+        await self.durable.stop_jobs()
         await self._run_hooks(self.table.on_shutdown)
         self.table = table
         self.ignore_self = table.options.ignore_self
@@ -294,20 +301,22 @@ class Runtime:
             await self.calls.run_plain(hook)
 
     def _start_periodic(self) -> None:
-        for job in self.table.periodic:
-            self._periodic.append(
-                asyncio.create_task(self._every(job), name=f"concordctl-every-{job.name}")
-            )
+        self.durable.start_jobs(self.table.periodic)
 
-    async def _every(self, job: Route) -> None:
-        delay = 0.0 if job.now else job.seconds
-        while True:
-            await asyncio.sleep(delay)
-            started = self.loop.time()
-            await self.calls.run_plain(job)
-            # Keep the period fixed from start to start; an overrun skips ahead.
-            elapsed = self.loop.time() - started
-            delay = job.seconds - (elapsed % job.seconds) if elapsed > 0 else job.seconds
+    async def _find_sent(self, channel: int | str, content: str, after_id: int) -> list[Any]:
+        """Chats the bot may have sent already (a re-run after a kill between send and record)."""
+        if self.raw_client is None:
+            return []
+        try:
+            latest = await self.raw_client.latest_chats(channel, limit=50)
+        except Exception as exc:
+            log.warning("cannot check what was already sent: %s", exc)
+            return []
+        return [
+            c
+            for c in sorted(latest, key=lambda c: c.id)
+            if c.author_id == self.self_id and c.content == content and c.id > after_id
+        ]
 
     def _client_source(self) -> Callable[[int | None], Any]:
         def heard() -> None:

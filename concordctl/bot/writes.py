@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from concordctl.bot.claims import current_claim
 from concordctl.bot.routes import DEAD_LETTER_KEY
 from concordctl.errors import ConcordError, UsageError
 from concordctl.protocol import Chat, Event, encode_event
@@ -119,6 +120,8 @@ class GuardedClient:
         self._guard = guard
         self._dry = dry_run
         self._fake_ids = 0
+        #: On a durable state: the sends of a claimed call are recorded (claims.py).
+        self.coordinator: Any = None
 
     def __getattr__(self, name: str) -> Any:
         if self._client is None:
@@ -163,6 +166,21 @@ class GuardedClient:
         sent_at: int | None = None,
     ) -> Chat:
         args = {"channel": channel, "content": content, "thread_id": thread_id}
+        coord = self.coordinator
+        if coord is not None and self._dry is None:
+            claim = current_claim.get()
+            if claim is not None:
+
+                async def send() -> Chat:
+                    await self._guard.acquire("send")
+                    return cast(
+                        Chat,
+                        await self._client.send_chat(
+                            channel, content, thread_id=thread_id, sent_at=sent_at
+                        ),
+                    )
+
+                return cast(Chat, await coord.send_once(claim, channel, content, send))
         if await self._write("send", args):
             return cast(
                 Chat,

@@ -334,6 +334,16 @@ def run_command(
             help="Append events whose handler failed to this NDJSON file.",
         ),
     ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            help="Keep the bot's store and stream cursor here (a SQLite file or a "
+            "postgresql:// URL), so a restarted bot answers what it missed; processes on "
+            "one PostgreSQL state are replicas that answer each command once.",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str | None,
         typer.Option(
@@ -379,6 +389,8 @@ def run_command(
         bot.health_file = health_file
     if dead_letters is not None:
         bot.dead_letters = dead_letters
+    if state is not None:
+        bot.state = state
 
     if replay is not None:
         lines = replay.read_text(encoding="utf-8").splitlines()
