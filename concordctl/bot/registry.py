@@ -22,7 +22,6 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
@@ -52,10 +51,9 @@ from concordctl.bot.routes import (
     name_of,
 )
 from concordctl.bot.runtime import Runtime
-from concordctl.bot.schedule import Clock, CronSchedule, DailyAt, Every, Job, Jobs, Once, Schedule
+from concordctl.bot.schedule import Clock, CronSchedule, DailyAt, Every, Job, Schedule
 from concordctl.bot.signals import run_with_signals
-from concordctl.bot.state import BotState
-from concordctl.bot.store import StateHandle, Store
+from concordctl.bot.state import BotState, StateMixin
 from concordctl.bot.writes import WriteHook
 from concordctl.errors import ConcordError, UsageError
 from concordctl.protocol import Event
@@ -380,7 +378,7 @@ class Router:
         return {n: r.fn for n, r in self._commands.items()}
 
 
-class Bot(Router):
+class Bot(Router, StateMixin):
     """A bot: handlers registered with decorators, run against a Concord server.
 
     Arguments (all optional):
@@ -399,6 +397,9 @@ class Bot(Router):
     * ``dead_letters``: NDJSON file where events whose handler failed are appended.
     * ``max_backlog``: events waiting in lanes before the stream is paused (10,000).
     * ``cooldown_message``: the answer past a cooldown (``"⏳ {command} again in {seconds} s"``).
+    * ``state``: where ``bot.store(...)`` and the stream cursor live: None (memory), a
+      SQLite file or a ``postgresql://`` URL (replicas; see ``concordctl run --state``).
+    * ``clock``: the clock schedules run on (the test harness steps its own).
     """
 
     def __init__(
@@ -455,58 +456,6 @@ class Bot(Router):
         )
         self._runtime: Runtime | None = None
         self._stop_early = False
-
-    # -- state and schedules (store.py, schedule.py, state.py) -------------
-
-    @property
-    def state(self) -> str | None:
-        """Where the store and the stream cursor live (None: in memory)."""
-        return self._state.handle.spec
-
-    @state.setter
-    def state(self, value: str | os.PathLike[str] | None) -> None:
-        if self._runtime is not None and not self._runtime.finished:
-            raise UsageError("state= cannot change while the bot runs")
-        self._state.handle = StateHandle(os.fspath(value) if value is not None else None)
-
-    @property
-    def clock(self) -> Clock:
-        """The clock schedules run on (the harness steps its own)."""
-        return self._state.clock
-
-    @clock.setter
-    def clock(self, value: Clock) -> None:
-        self._state.clock = value
-
-    @property
-    def durable(self) -> bool:
-        """True when the state outlives the process (a file or PostgreSQL)."""
-        return self._state.durable
-
-    @property
-    def jobs(self) -> Jobs:
-        """Scheduled jobs by key: periodic handlers by name, ``later`` jobs by key."""
-        return self._state.jobs
-
-    def store(self, namespace: str) -> Store:
-        """A namespace of the bot's state: ``get``, ``set``, ``delete``, ``update``, ``items``."""
-        return self._state.store(namespace)
-
-    def later(
-        self,
-        delay: float | timedelta,
-        fn: Callable[..., Any],
-        *args: Any,
-        key: str | None = None,
-    ) -> Job:
-        """Run ``fn(*args)`` once after ``delay`` (seconds or a timedelta); a :class:`Job`.
-
-        ``key`` names it in ``bot.jobs`` (a pending job with the same key is
-        replaced). It runs in this process, under the handler timeout and error
-        rules, and is cancelled at shutdown.
-        """
-        job = Job(name_of(fn), fn, Once(delay), args=args, key=key, is_async=is_async(fn))
-        return self._state.add_later(job)
 
     def _add(self, route: Route) -> None:
         super()._add(route)

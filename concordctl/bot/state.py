@@ -14,16 +14,17 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from concordctl.bot.claims import Claim, Coordinator, current_claim, event_key
-from concordctl.bot.routes import Route
-from concordctl.bot.schedule import Clock, Job, Jobs, Scheduler, SystemClock
+from concordctl.bot.routes import Route, is_async, name_of
+from concordctl.bot.schedule import Clock, Job, Jobs, Once, Scheduler, SystemClock
 from concordctl.bot.store import INTERNAL_PREFIX, StateHandle, Store
 from concordctl.errors import UsageError
 from concordctl.protocol import Chat, ChatSent, Event
 
-__all__ = ["BotState", "Durable", "StateCursor"]
+__all__ = ["BotState", "Durable", "StateCursor", "StateMixin"]
 
 log = logging.getLogger("concordctl.bot")
 
@@ -62,6 +63,63 @@ class BotState:
         self.later.append(job)
         self.jobs.add(job)
         return job
+
+
+class StateMixin:
+    """The state and job members of ``Bot`` (``bot.state``, ``store``, ``later``, ``jobs``)."""
+
+    _state: BotState
+    _runtime: Any
+
+    @property
+    def state(self) -> str | None:
+        """Where the store and the stream cursor live (None: in memory)."""
+        return self._state.handle.spec
+
+    @state.setter
+    def state(self, value: str | os.PathLike[str] | None) -> None:
+        if self._runtime is not None and not self._runtime.finished:
+            raise UsageError("state= cannot change while the bot runs")
+        self._state.handle = StateHandle(os.fspath(value) if value is not None else None)
+
+    @property
+    def clock(self) -> Clock:
+        """The clock schedules run on (the harness steps its own)."""
+        return self._state.clock
+
+    @clock.setter
+    def clock(self, value: Clock) -> None:
+        self._state.clock = value
+
+    @property
+    def durable(self) -> bool:
+        """True when the state outlives the process (a file or PostgreSQL)."""
+        return self._state.durable
+
+    @property
+    def jobs(self) -> Jobs:
+        """Scheduled jobs by key: periodic handlers by name, ``later`` jobs by key."""
+        return self._state.jobs
+
+    def store(self, namespace: str) -> Store:
+        """A namespace of the bot's state: ``get``, ``set``, ``delete``, ``update``, ``items``."""
+        return self._state.store(namespace)
+
+    def later(
+        self,
+        delay: float | timedelta,
+        fn: Callable[..., Any],
+        *args: Any,
+        key: str | None = None,
+    ) -> Job:
+        """Run ``fn(*args)`` once after ``delay`` (seconds or a timedelta); a :class:`Job`.
+
+        ``key`` names it in ``bot.jobs`` (a pending job with the same key is
+        replaced). It runs in this process, under the handler timeout and error
+        rules, and is cancelled at shutdown.
+        """
+        job = Job(name_of(fn), fn, Once(delay), args=args, key=key, is_async=is_async(fn))
+        return self._state.add_later(job)
 
 
 class StateCursor:
