@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from concordctl.bot.events import ANY, channel_of, thread_of
 from concordctl.errors import UsageError
-from concordctl.protocol import Chat, ChatSent, Event
+from concordctl.protocol import GAP_TYPE, Chat, ChatSent, Event, Gap
 
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.bot.routes import Route, RouteTable
@@ -202,14 +202,18 @@ class Context:
             return
         loop = self._host.loop
         deadline = None if timeout is None else loop.time() + timeout
-        types = frozenset(("chat_reactions_updated",))
+        # A Gap: reactions given while the stream was down are not replayed
+        # (Concord keeps no event log), so the chat's reactions are read again.
+        types = frozenset(("chat_reactions_updated", GAP_TYPE))
+
+        def relevant(ev: Any) -> bool:
+            if ev.__class__ is Gap:
+                return True
+            return bool(ev.chat_id == chat_id and ev.reactions.get(reaction, 0) > 0)
+
         while True:
             left = None if deadline is None else max(0.0, deadline - loop.time())
-            await self._host.wait_for_event(
-                types,
-                lambda ev: ev.chat_id == chat_id and ev.reactions.get(reaction, 0) > 0,
-                left,
-            )
+            await self._host.wait_for_event(types, relevant, left)
             if await reacted():  # the event has counts only: ask who reacted
                 return
 

@@ -106,3 +106,33 @@ async def test_conversations_free_the_lane_and_the_clock(concord_harness: Harnes
     await h.expect_no_reply(ask, within=0.3 * UNIT, match="approved")
     await h.react(ask, "✅", as_user="alice")
     await h.expect_reply(match="api approved")
+
+
+async def test_an_approval_given_during_a_gap_still_counts(concord_harness: Harness) -> None:
+    h = concord_harness
+    bot = Bot(timeout=10 * UNIT)
+    gaps: list[str] = []
+
+    @bot.on("concordctl.gap")
+    async def gap(ev: object) -> None:
+        gaps.append("gap")  # the Gap still reaches handlers after waking the waiter
+
+    @bot.command("deploy")
+    async def deploy(ctx: Context) -> None:
+        ask = await ctx.reply("deploy? react ✅")
+        try:
+            await ctx.wait_for_reaction(ask, "✅", timeout=8 * UNIT)
+        except TimeoutError:
+            await ctx.reply("cancelled")
+            return
+        await ctx.reply("approved")
+
+    await h.start_bot(bot)
+    ask = await h.ask("!deploy", match="^deploy\\?")
+    await h.drop_connections()
+    h.refuse_connections(1 * UNIT)  # the bot is away while alice approves
+    await h.react(ask, "✅", as_user="alice")  # over REST: no socket hears it
+    # Concord does not replay the reaction; the Gap on reconnecting makes the bot look again.
+    reply = await h.expect_reply(match="^(approved|cancelled)$", timeout=6 * UNIT)
+    assert reply.content == "approved"
+    assert gaps == ["gap"]
