@@ -704,7 +704,7 @@ class Bot(Router, StateMixin):
         rt = self._runtime
         if rt is None or rt.finished:
             raise UsageError("swap() needs a running bot")
-        await rt.adopt(new.table())
+        await rt.adopt(new.table(), new._state)
         new._runtime = rt
 
 

@@ -161,7 +161,9 @@ class Runtime:
             self.dispatcher.claimed = True
             self.dispatcher.on_chat = self.durable.received
         self.durable.find_sent = self._find_sent
-        if cursor is None and self.durable.coord is not None:
+        if self.durable.coord is not None:
+            if cursor is not None:
+                raise UsageError("give serve() a cursor= or the bot a durable state=, not both")
             cursor = StateCursor(self.durable)
         self._cursor_store = cursor
         self.feed: Feed | None = None
@@ -285,10 +287,18 @@ class Runtime:
         await self.reporter.drain()
         await self._save_cursor()
 
-    async def adopt(self, table: RouteTable) -> None:
-        """Swap in a new route table (``--reload``): the old on_shutdown, then the new on_ready."""
+    async def adopt(self, table: RouteTable, state: BotState | None = None) -> None:
+        """Swap in a new route table (``--reload``): the old on_shutdown, then the new on_ready.
+
+        ``state``: the new bot's jobs (they keep this run's state handle, already open,
+        and this run's clock).
+        """
         filters = await resolve_filters(table, self.raw_client)
         await self.durable.stop_jobs()
+        if state is not None:
+            state.handle = self.durable.state.handle
+            state.clock = self.durable.state.clock
+            self.durable.state = state
         await self._run_hooks(self.table.on_shutdown)
         self.table = table
         self.ignore_self = table.options.ignore_self

@@ -412,3 +412,28 @@ async def test_jobs_are_cancelled_at_shutdown(concord_harness: Harness) -> None:
     assert pending.state is JobState.CANCELLED
     assert hourly.job.state is JobState.PENDING  # type: ignore[attr-defined]
     assert ran == []
+
+
+async def test_a_swapped_in_bot_schedules_its_own_jobs(concord_harness: Harness) -> None:
+    h = concord_harness
+    old, new = Bot(), Bot()
+    ran: list[str] = []
+
+    @old.every(seconds=60)
+    async def tick() -> None:
+        ran.append("old tick")
+
+    @new.every(seconds=60)  # the edited code
+    async def tick2() -> None:
+        ran.append("new tick")
+
+    await h.start_bot(old)
+    await old.swap(new)
+    assert old.jobs["tick"].state is JobState.PENDING  # the old job no longer runs
+    pending = new.later(30, ran.append, "later")
+    assert pending.state is JobState.SCHEDULED  # later() after the swap reaches the scheduler
+    # advance once both have read the clock (their tasks have just been made)
+    await async_wait_until(lambda: None not in (pending.next_run, new.jobs["tick2"].next_run))
+    h.advance(seconds=60)
+    await async_wait_until(lambda: sorted(ran) == ["later", "new tick"])
+    assert new.jobs["tick2"].runs == 1
