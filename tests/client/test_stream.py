@@ -149,8 +149,10 @@ async def test_server_down_for_a_while_and_back(
         server.refuse_connections(1.0)
         await server.drop_connections()
         await send_all(client, "general", ["during-refusal"])
-        await c.wait_until(lambda: len(c.contents()) == 4)
-        assert any("503" in (s.error or "") for s in c.states)
+        # Wait for the condition itself: the chat is already in the contents
+        # count, so waiting on the count alone raced the refused handshake.
+        await c.wait_until(lambda: any("503" in (s.error or "") for s in c.states))
+        await c.wait_until(lambda: "during-refusal" in c.contents())
         await c.stop()
 
 
