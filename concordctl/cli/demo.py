@@ -38,7 +38,7 @@ _EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "echo_bot.py"
 
 @app.command()
 def demo() -> None:
-    """Run a demo of under ten seconds: embedded server, example bot, live tail; leaves nothing behind.
+    """A demo of under ten seconds: embedded server, bot, live tail; leaves nothing behind.
 
     \b
     Example:
