@@ -158,6 +158,7 @@ PUBLIC = {
         "decode",
         "decode_client_frame",
         "decode_event",
+        "decode_known_event",
         "encode",
         "encode_client_frame",
         "encode_event",
