@@ -591,6 +591,7 @@ class Client:
     async def write(self, channel: ChannelRef, content: str, thread_id: int | None = None) -> None:
         """Send a chat over the socket (no confirmation; ``send_chat`` gives one)."""
         cid = await self.channel_id(channel)
+        # sentAt is sent explicitly: upstream stores a chat_written without it at createdAt 0.
         await self._send_frame(
             p.ChatWritten(channel_id=cid, content=content, thread_id=thread_id, sent_at=now_ms())
         )

@@ -131,16 +131,9 @@ class StreamCursor:
     def admit(self, chat: p.Chat) -> bool:
         """Whether a live chat is to be yielded: new, plausible, in the channels kept."""
         cid = chat.id
-        seen = self.seen
-        if cid > seen.top:  # the usual case: newer than any seen
-            if cid > self._id_limit and not self._plausible(cid):
-                return False
-            seen.top = cid
-            recent = seen.recent
-            recent.append(cid)
-            if len(recent) >= seen.window:
-                seen.rotate()
-        elif not seen.add(cid):
+        if cid > self._id_limit and not self._plausible(cid):
+            return False
+        if not self.seen.add(cid):  # the one de-duplication
             return False
         channels = self.channels
         return channels is None or chat.channel_id in channels

@@ -37,9 +37,6 @@ def server_config(admin_password: str) -> ServerConfig:
         db_path=":memory:",
         admin_password=admin_password,
         online_delay=0.2,
-        # Client, CLI and bot tests make channels as ordinary users; roles are
-        # tested in tests/server, whose server_config keeps them admin-only.
-        open_channels=True,
     )
 
 

@@ -1,4 +1,4 @@
-"""``concordctl demo``: the whole tool in about ten seconds, on a throwaway server.
+"""``concordctl demo``: the whole tool in under ten seconds, on a throwaway server.
 
 Starts the embedded server on a free port with a database in a temporary
 directory, registers two users, runs the example bot (``examples/echo_bot.py``
@@ -38,7 +38,7 @@ _EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "echo_bot.py"
 
 @app.command()
 def demo() -> None:
-    """Run a 10-second demo: embedded server, example bot, live tail; leaves nothing behind.
+    """A demo of under ten seconds: embedded server, bot, live tail; leaves nothing behind.
 
     \b
     Example:

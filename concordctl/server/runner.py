@@ -181,6 +181,7 @@ class EmbeddedServer:
 
     @property
     def url(self) -> str:
+        """The base URL clients use (``http(s)://host:port``); valid once started."""
         scheme = "https" if self.config.ssl_certfile else "http"
         host = self.config.host
         host = f"[{host}]" if ":" in host else host
@@ -188,16 +189,19 @@ class EmbeddedServer:
 
     @property
     def ws_url(self) -> str:
+        """The websocket URL without the ``?token=`` a client must append."""
         return self.url.replace("http", "ws", 1) + "/client"
 
     @property
     def state(self) -> ServerState:
+        """The running server's shared state; RuntimeError before :meth:`start`."""
         if self._state is None:
             raise RuntimeError("the server is not started")
         return self._state
 
     @property
     def store(self) -> Store:
+        """The storage backend (for tests that seed or inspect data)."""
         return self.state.store
 
     @property
@@ -207,6 +211,7 @@ class EmbeddedServer:
 
     @property
     def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop` while uvicorn serves."""
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
@@ -435,6 +440,7 @@ class EmbeddedServer:
         await asyncio.sleep(0)
 
     def connected_clients(self) -> int:
+        """How many websockets this node holds now (not the cluster's)."""
         return len(self.state.hub.subscribers)
 
 
@@ -506,29 +512,36 @@ class ServerThread:
 
     @property
     def config(self) -> ServerConfig:
+        """The configuration the server runs with."""
         return self.server.config
 
     @property
     def url(self) -> str:
+        """The base URL; see :attr:`EmbeddedServer.url`."""
         return self.server.url
 
     @property
     def ws_url(self) -> str:
+        """The websocket URL; see :attr:`EmbeddedServer.ws_url`."""
         return self.server.ws_url
 
     @property
     def admin_password(self) -> str | None:
+        """The admin password seeded at first start (None when the database existed)."""
         return self.server.admin_password
 
     @property
     def port(self) -> int:
+        """The bound port (the real one when configured with port 0)."""
         return self.server.port
 
     @property
     def store(self) -> Store:
+        """The storage backend; see :attr:`EmbeddedServer.store`."""
         return self.server.store
 
     def start(self) -> None:
+        """Start the server in a thread of its own; return once it listens, or raise why not."""
         ready: Future[None] = Future()
 
         def run() -> None:
@@ -561,6 +574,7 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=60)
 
     def stop(self) -> None:
+        """Stop the server and join its thread; a no-op when not running."""
         if self._loop is None or self._thread is None:
             return
         try:
@@ -573,18 +587,24 @@ class ServerThread:
 
     # Sync spellings of the fault hooks.
     def restart(self) -> None:
+        """Blocking :meth:`EmbeddedServer.restart` (clients see a dropped connection)."""
         self.call(self.server.restart)
 
     def drop_connections(self, code: int = RESTART_CODE) -> None:
+        """Blocking :meth:`EmbeddedServer.drop_connections`."""
         self.call(self.server.drop_connections, code)
 
     def refuse_connections(self, seconds: float = 2.0) -> None:
+        """Blocking :meth:`EmbeddedServer.refuse_connections`."""
+
         async def refuse() -> None:
             self.server.refuse_connections(seconds)
 
         self.call(refuse)
 
     def broadcast_raw(self, data: bytes | str, *, binary: bool = False) -> None:
+        """Blocking :meth:`EmbeddedServer.broadcast_raw`."""
+
         async def send() -> None:
             await self.server.broadcast_raw(data, binary=binary)
 

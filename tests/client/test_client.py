@@ -12,6 +12,7 @@ import concordctl.sync as concord_sync
 from concordctl import Client, NotAuthenticated, NotFound, StreamState, UsageError
 from concordctl.config import save_profile
 from concordctl.server import EmbeddedServer, ServerThread
+from tests.helpers.timing import UNIT, async_wait_until
 
 
 async def test_client_resolves_settings_like_the_cli(
@@ -128,9 +129,7 @@ async def test_leaving_the_client_closes_its_streams(client: Client) -> None:
             pass
 
     task = asyncio.create_task(run())
-    async with asyncio.timeout(5):
-        while not stream.connected:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    await async_wait_until(lambda: stream.connected, 5 * UNIT, "connected")
     await client.aclose()
     async with asyncio.timeout(5):
         await task  # the iteration ends, it does not hang

@@ -13,6 +13,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from concordctl.backoff import Backoff
 from concordctl.stream import EventStream, StreamState
+from tests.helpers.timing import UNIT, async_wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,9 +48,9 @@ async def test_a_silent_dead_connection_is_replaced_in_bounded_time() -> None:
 
         task = asyncio.create_task(consume())
         try:
-            async with asyncio.timeout(10):
-                while sum(s.state == "connected" for _, s in states) < 2:  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
+            await async_wait_until(
+                lambda: sum(s.state == "connected" for _, s in states) >= 2, 10 * UNIT
+            )
         finally:
             await stream.aclose()
             task.cancel()

@@ -24,7 +24,7 @@ from concordctl.protocol import GAP_TYPE
 from concordctl.server import EmbeddedServer, ServerConfig
 from tests.helpers.accounts import forged_token
 from tests.helpers.streams import Collector
-from tests.helpers.timing import async_wait_until
+from tests.helpers.timing import UNIT, async_wait_until
 
 from .conftest import FAST_STREAM
 
@@ -149,8 +149,10 @@ async def test_server_down_for_a_while_and_back(
         server.refuse_connections(1.0)
         await server.drop_connections()
         await send_all(client, "general", ["during-refusal"])
-        await c.wait_until(lambda: len(c.contents()) == 4)
-        assert any("503" in (s.error or "") for s in c.states)
+        # Wait for the condition itself: the chat is already in the contents
+        # count, so waiting on the count alone raced the refused handshake.
+        await c.wait_until(lambda: any("503" in (s.error or "") for s in c.states))
+        await c.wait_until(lambda: "during-refusal" in c.contents())
         await c.stop()
 
 
@@ -336,14 +338,10 @@ async def test_closing_during_a_long_backoff_does_not_wait_it_out(
             pass
 
     task = asyncio.create_task(run())
-    async with asyncio.timeout(5):
-        while not stream.connected:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    await async_wait_until(lambda: stream.connected, 5 * UNIT, "connected")
     server.refuse_connections(60)
     await server.drop_connections()
-    async with asyncio.timeout(5):
-        while "reconnecting" not in states:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    await async_wait_until(lambda: "reconnecting" in states, 5 * UNIT, "reconnecting")
     async with asyncio.timeout(5):  # not 15 to 30 s
         await stream.aclose()
         await task

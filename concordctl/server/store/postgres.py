@@ -140,6 +140,7 @@ class _PostgresTransaction(Transaction):
         return cursor.rowcount
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """On a pooled connection in autocommit mode."""
         cursor = await self._conn.execute(self._backend.sql(sql), params)
         return await cursor.fetchall()
 
@@ -213,6 +214,7 @@ class PostgresBackend(Backend):
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Transaction]:
+        """One transaction on a pooled connection; one at a time in this process."""
         async with self._write_lock, self._pool.connection() as conn, conn.transaction():
             yield _PostgresTransaction(self, conn)
 
@@ -220,9 +222,11 @@ class PostgresBackend(Backend):
         await tx.fetch("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
 
     def fts_condition(self, terms: SearchTerms) -> tuple[str, Any]:
+        """The ``words`` tsvector matching a tsquery (GIN index)."""
         return "words @@ ?::tsquery", tsquery(terms)
 
     async def bulk_insert_chats(self, rows: Iterable[Sequence[Any]]) -> int:
+        """``COPY`` in one transaction, each row with its tsvector."""
         from concordctl.server.store.search import tsvector
 
         count = 0
@@ -252,4 +256,5 @@ class PostgresBackend(Backend):
             await conn.execute("ANALYZE")
 
     async def close(self) -> None:
+        """Close the pool (waits for connections in use)."""
         await self._pool.close()

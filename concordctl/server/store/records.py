@@ -37,6 +37,7 @@ class StoredUser:
 
     @property
     def profile(self) -> Profile:
+        """The user's public profile, as the wire shows it."""
         return Profile(
             created_at=self.created_at,
             nickname=self.nickname,

@@ -189,6 +189,8 @@ class _SqliteTransaction(Transaction):
         return await self._backend._in_writer(run)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """On a reader thread (the one thread for ``:memory:``)."""
+
         def run(db: sqlite3.Connection) -> list[Row]:
             self._begin(db)
             return db.execute(sql, params).fetchall()
@@ -286,6 +288,7 @@ class SqliteBackend(Backend):
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Transaction]:
+        """One transaction on the writer thread; ``BEGIN IMMEDIATE`` with its first statement."""
         async with self._write_lock:
             tx = _SqliteTransaction(self)
             try:
@@ -298,6 +301,7 @@ class SqliteBackend(Backend):
                 await self._in_writer(lambda db: db.execute("COMMIT"))
 
     def fts_condition(self, terms: SearchTerms) -> tuple[str, Any]:
+        """Membership in the FTS5 word table, with an FTS5 MATCH expression."""
         return "id IN (SELECT rowid FROM chats_words WHERE chats_words MATCH ?)", fts5_match(terms)
 
     async def count_matches(self, match: str, limit: int) -> int:
@@ -310,6 +314,7 @@ class SqliteBackend(Backend):
         return int(rows[0][0])
 
     async def bulk_insert_chats(self, rows: Iterable[Sequence[Any]]) -> int:
+        """One ``executemany`` in one transaction (the triggers index the words)."""
         listed = [tuple(r) for r in rows]
         async with self.write() as tx:
             await tx.executemany(
@@ -329,6 +334,7 @@ class SqliteBackend(Backend):
         await self.execute("ANALYZE")
 
     async def close(self) -> None:
+        """Let the threads finish their statements, then close every connection."""
         loop = asyncio.get_running_loop()
         if self._readers is not self._writer:
             await loop.run_in_executor(None, self._readers.shutdown)
