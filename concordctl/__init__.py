@@ -54,7 +54,15 @@ __version__ = "0.1.0"
 
 # name -> module that defines it, imported on first attribute access
 _LAZY: dict[str, str] = {
+    "ArgumentError": "concordctl.bot",
     "Bot": "concordctl.bot",
+    "Call": "concordctl.bot",
+    "Cooldown": "concordctl.bot",
+    "Duration": "concordctl.bot",
+    "HandlerError": "concordctl.bot",
+    "Rest": "concordctl.bot",
+    "Router": "concordctl.bot",
+    "User": "concordctl.bot",
     "Client": "concordctl.client",
     "Context": "concordctl.bot",
     "SendLoopError": "concordctl.bot",
@@ -65,7 +73,20 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from concordctl.bot import Bot, Context, SendLoopError, SyncContext
+    from concordctl.bot import (
+        ArgumentError,
+        Bot,
+        Call,
+        Context,
+        Cooldown,
+        Duration,
+        HandlerError,
+        Rest,
+        Router,
+        SendLoopError,
+        SyncContext,
+        User,
+    )
     from concordctl.client import Client
     from concordctl.config import Settings
     from concordctl.stream import EventStream, StreamState
@@ -82,8 +103,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "EVENT_TYPES",
+    "ArgumentError",
     "BadRequest",
     "Bot",
+    "Call",
     "Channel",
     "ChannelCreated",
     "ChannelDeleted",
@@ -97,6 +120,8 @@ __all__ = [
     "Client",
     "ConcordError",
     "Context",
+    "Cooldown",
+    "Duration",
     "Event",
     "EventStream",
     "Forbidden",
@@ -104,11 +129,14 @@ __all__ = [
     "FullChannel",
     "FullUser",
     "Gap",
+    "HandlerError",
     "NotAuthenticated",
     "NotFound",
     "ProtocolViolation",
     "RateLimited",
     "Reactions",
+    "Rest",
+    "Router",
     "SendLoopError",
     "Server",
     "ServerError",
@@ -119,6 +147,7 @@ __all__ = [
     "UnknownEvent",
     "Unreachable",
     "UsageError",
+    "User",
     "UserJoined",
     "UserLeft",
     "UserStatusUpdated",

@@ -43,26 +43,38 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from concordctl.protocol import Chat, ChatReactionsUpdated, ChatSent, Event
+from concordctl.protocol import (
+    Chat,
+    ChatReactionsUpdated,
+    ChatSent,
+    Event,
+    FrameError,
+    decode_event,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from concordctl.bot import Bot
+    from concordctl.bot import Bot, HandlerError
     from concordctl.client import Client
     from concordctl.server import EmbeddedServer, ServerConfig
 
-__all__ = ["Harness"]
+__all__ = ["HandlerFailed", "Harness"]
 
 # The async fixtures need pytest-asyncio; without it the plugin must still load
 # (it is loaded by every pytest run where concordctl is installed).
 _HAVE_PYTEST_ASYNCIO = importlib.util.find_spec("pytest_asyncio") is not None
 
 
+class HandlerFailed(AssertionError):
+    """A bot handler raised or timed out while a test waited (``raise_handler_errors``)."""
+
+
 class Harness:
     """Drives a test: users, bots running in the background, expectations, faults.
 
-    Everything any connected client sees is recorded (``events``), from the
-    moment the harness starts, so an expectation never misses a reply that
-    came before it was awaited.
+    Everything the server broadcasts is recorded (``events``) on the server
+    side, from the moment the harness starts, so an expectation never misses
+    a reply that came before it was awaited, nor one sent while the harness's
+    own faults had every client disconnected.
     """
 
     def __init__(self, server: EmbeddedServer, *, default_timeout: float = 5.0) -> None:
@@ -74,9 +86,10 @@ class Harness:
         self._ids: dict[str, int] = {}
         self._bots: list[tuple[Bot, asyncio.Task[None], Client]] = []
         self._bot_user_id: int | None = None
-        self._new_event = asyncio.Condition()
-        self._observer: Client | None = None
-        self._observer_task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._recording = False
+        #: Handler errors of bots started with raise_handler_errors=True, not yet raised.
+        self.handler_errors: list[HandlerError] = []
         from concordctl.bot.schedule import SteppedClock
 
         #: The clock of the bots this harness starts: real time until ``advance``.
@@ -89,38 +102,42 @@ class Harness:
     # -- set-up and tear-down -------------------------------------------
 
     async def start(self) -> None:
-        """Connect the observer whose stream records every event."""
-        self._observer = await self.user("concord-observer")
-        connected = asyncio.Event()
+        """Record every frame the server broadcasts, from now on."""
+        self.server.state.hub.observers.append(self._record)
+        self._recording = True
 
-        def on_state(state: Any) -> None:
-            if getattr(state, "state", None) == "connected":
-                connected.set()
+    def _record(self, frame: bytes | str) -> None:
+        try:
+            ev = decode_event(frame)
+        except FrameError:
+            return  # a garbage frame from send_raw: no event to expect
+        self.events.append(ev)
+        self._wake()
 
-        async def observe() -> None:
-            assert self._observer is not None
-            async for ev in self._observer.events(on_state=on_state):
-                self.events.append(ev)
-                async with self._new_event:
-                    self._new_event.notify_all()
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
-        self._observer_task = asyncio.create_task(observe(), name="concord-harness-observer")
-        waiter = asyncio.create_task(connected.wait())
-        await asyncio.wait(
-            {waiter, self._observer_task}, timeout=10, return_when=asyncio.FIRST_COMPLETED
-        )
-        waiter.cancel()
-        if self._observer_task.done():
-            self._observer_task.result()
-        if not connected.is_set():
-            raise TimeoutError("the harness could not connect to the embedded server")
+    def _handler_failed(self, err: HandlerError) -> None:
+        self.handler_errors.append(err)
+        self._wake()
+
+    def _raise_handler_error(self) -> None:
+        if self.handler_errors:
+            err = self.handler_errors.pop(0)
+            what = "timed out" if err.timed_out else "raised"
+            raise HandlerFailed(
+                f"bot handler {err.handler} {what}"
+                + (f":\n{err.traceback}" if err.traceback else "")
+            ) from err.exception
 
     async def close(self) -> None:
         for bot, _task, _client in list(self._bots):
             await self.stop_bot(bot)
-        if self._observer_task is not None:
-            self._observer_task.cancel()
-            await asyncio.gather(self._observer_task, return_exceptions=True)
+        if self._recording:
+            with contextlib.suppress(ValueError, RuntimeError):
+                self.server.state.hub.observers.remove(self._record)
+            self._recording = False
         for client in self._clients.values():
             with contextlib.suppress(Exception):
                 await client.aclose()
@@ -160,12 +177,20 @@ class Harness:
     # -- bots --------------------------------------------------------------
 
     async def start_bot(
-        self, bot: Bot, *, username: str = "bot", timeout: float | None = None
+        self,
+        bot: Bot,
+        *,
+        username: str = "bot",
+        timeout: float | None = None,
+        raise_handler_errors: bool = True,
     ) -> Bot:
         """Run ``bot`` in the background as ``username``; returns once it is ready.
 
         If the bot fails to start, its error is raised here. The bot is stopped
-        when the test ends (or with :meth:`stop_bot`).
+        when the test ends (or with :meth:`stop_bot`). With
+        ``raise_handler_errors`` (the default) a handler's exception or timeout
+        fails the expectation being awaited at once, with the handler's
+        traceback; pass False for a test where handlers fail on purpose.
         """
         from concordctl.bot.schedule import SystemClock
         from concordctl.client import Client
@@ -175,7 +200,10 @@ class Harness:
         password = await self.register(username)
         client = Client(self.url, username=username, password=password)
         await client.__aenter__()
-        task = asyncio.create_task(bot.serve(client=client), name=f"concord-bot-{username}")
+        observer = self._handler_failed if raise_handler_errors else None
+        task = asyncio.create_task(
+            bot.serve(client=client, on_handler_error=observer), name=f"concord-bot-{username}"
+        )
         self._bots.append((bot, task, client))
         self._bot_user_id = self._ids[username]
         ready = asyncio.create_task(bot.wait_ready())
@@ -275,18 +303,20 @@ class Harness:
         """The first recorded event (from index ``start``) that satisfies ``predicate``."""
         limit = self.default_timeout if timeout is None else timeout
         position = start
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(limit):
                 while True:
+                    self._raise_handler_error()
                     while position < len(self.events):
                         ev = self.events[position]
                         position += 1
                         if predicate(ev):
                             return ev
-                    async with self._new_event:
-                        if position >= len(self.events):
-                            await self._new_event.wait()
+                    self._wakeup = loop.create_future()
+                    await self._wakeup
         except TimeoutError:
+            self._raise_handler_error()
             raise AssertionError(
                 f"no {what} within {limit:g} s; last events seen: {self._tail()}"
             ) from None
@@ -307,6 +337,7 @@ class Harness:
         author: str | int | None,
         channel: int | None,
     ) -> Callable[[Event], bool]:
+        """A reply predicate (``channel`` already resolved to an id)."""
         if isinstance(author, str):
             author_id: int | None = self._ids.get(author)
             if author_id is None:
@@ -336,15 +367,16 @@ class Harness:
         *,
         match: str | re.Pattern[str] | None = None,
         author: str | int | None = None,
-        channel: int | None = None,
+        channel: int | str | None = None,
         timeout: float | None = None,
     ) -> Chat:
         """The next chat by the bot (or ``author``) after ``to``, in its channel.
 
-        ``match`` is a regular expression the content must contain. Fails the
-        test with the last events seen when nothing comes within ``timeout``.
+        ``match`` is a regular expression the content must contain; ``channel``
+        an id or a name (default: the channel of ``to``). Fails the test with
+        the last events seen when nothing comes within ``timeout``.
         """
-        predicate = self._reply_predicate(to, match, author, channel)
+        predicate = self._reply_predicate(to, match, author, await self._channel_id(channel))
         what = "reply" + (f" matching {match!r}" if match else "")
         ev = await self.wait_for(predicate, timeout=timeout, what=what)
         assert isinstance(ev, ChatSent)
@@ -357,16 +389,27 @@ class Harness:
         within: float = 0.5,
         match: str | re.Pattern[str] | None = None,
         author: str | int | None = None,
-        channel: int | None = None,
+        channel: int | str | None = None,
     ) -> None:
         """Fail if the bot (or ``author``) answers ``to`` within ``within`` seconds."""
-        predicate = self._reply_predicate(to, match, author, channel)
+        predicate = self._reply_predicate(to, match, author, await self._channel_id(channel))
         try:
             ev = await self.wait_for(predicate, timeout=within)
+        except HandlerFailed:
+            raise
         except AssertionError:
+            self._raise_handler_error()
             return
         assert isinstance(ev, ChatSent)
         raise AssertionError(f"unexpected reply: {ev.chat.content!r}")
+
+    async def _channel_id(self, channel: int | str | None) -> int | None:
+        if channel is None or isinstance(channel, int):
+            return channel
+        if channel.strip().isdigit():
+            return int(channel)
+        client = await self.user("concord-harness")
+        return await client.channel_id(channel)
 
     async def expect_reaction(
         self, chat: Chat | int, reaction: str, *, timeout: float | None = None

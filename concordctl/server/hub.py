@@ -154,6 +154,8 @@ class Hub:
         self.subscribers: set[Subscriber] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
+        #: Called with every broadcast frame (the test harness records them here).
+        self.observers: list[Callable[[Frame], None]] = []
 
     def add(self, sub: Subscriber) -> None:
         self.subscribers.add(sub)
@@ -169,6 +171,8 @@ class Hub:
     def broadcast(self, frame: Frame) -> None:
         """Queue ``frame`` for every client; disconnect those that cannot keep up."""
         item = outgoing(frame)
+        for observe in self.observers:
+            observe(frame)
         for sub in self.subscribers:
             if not sub.offer(item):
                 log.warning("disconnecting user %s: send queue full", sub.user_id)

@@ -409,16 +409,16 @@ async def test_a_raising_handler_is_logged_dead_lettered_and_the_bot_goes_on(
     fixed = Bot()
     calls: list[str] = []
 
-    @fixed.on("chat_sent")
     async def fragile(ev: ChatSent) -> None:  # noqa: F811 - the fixed version
         calls.append("fragile:" + ev.chat.content)
+
+    fragile.__qualname__ = letter["concordctlDeadLetter"]["handler"]  # same name as the failed one
+    fixed.on("chat_sent")(fragile)
 
     @fixed.on("chat_sent")
     async def sturdy(ev: ChatSent) -> None:  # noqa: F811
         calls.append("sturdy")
 
-    fragile.__qualname__ = letter["concordctlDeadLetter"]["handler"]
-    fixed._listeners[0].name = fragile.__qualname__
     count = await fixed.replay(dead.read_text().splitlines(), client=FakeClient())  # type: ignore[arg-type]
     assert count == 1 and calls == ["fragile:boom!"]
 

@@ -104,7 +104,7 @@ async def test_per_channel_order_and_isolation_over_the_wire(
     async def alive(ctx: Context) -> None:
         await ctx.reply("still here")
 
-    await h.start_bot(bot)
+    await h.start_bot(bot, raise_handler_errors=False)  # handlers fail on purpose
     with caplog.at_level(logging.ERROR, logger="concordctl.bot"):
         await h.send("boom")
         await h.send("hang")

@@ -381,12 +381,12 @@ async def test_at_cron_later_and_run_job_on_a_live_bot(concord_harness: Harness)
         bot.later(timedelta(minutes=10), remind, ctx.args[0], ctx.args[1], key="r-" + ctx.args[0])
         await ctx.reply("ok")
 
-    await h.start_bot(bot)
+    await h.start_bot(bot, raise_handler_errors=False)  # poll fails on purpose
     assert bot.jobs["standup"] is standup.job  # type: ignore[attr-defined]
     await h.run_job(standup)
     await h.expect_reply(match="^standup time$")
     await h.run_job("poll")
-    assert isinstance(poll.job.last_error, RuntimeError)  # type: ignore[attr-defined]
+    assert poll.job.runs == 1  # type: ignore[attr-defined]
     await h.ask("!remind alice lunch", match="^ok$")
     job = bot.jobs["r-alice"]
     assert job.state is JobState.SCHEDULED
