@@ -318,7 +318,11 @@ class Runtime:
         if self.raw_client is None:
             return []
         try:
-            latest = await self.raw_client.latest_chats(channel, limit=50)
+            # The bot's own newest chats in that channel (not the channel's latest:
+            # by the time a claim is taken over many others may have been sent).
+            latest = await self.raw_client.search_chats(
+                channel=channel, author=self.self_id, limit=500
+            )
         except Exception as exc:
             log.warning("cannot check what was already sent: %s", exc)
             return []

@@ -72,7 +72,7 @@ class RecordingClient:
             reactions={},
         )
 
-    async def latest_chats(self, channel: Any, limit: int = 50) -> list[Chat]:
+    async def search_chats(self, **_: Any) -> list[Chat]:
         return []
 
 
