@@ -357,7 +357,7 @@ async def test_the_stepped_clock_follows_real_time_and_jumps() -> None:
 
 # -- on a running bot, through the harness -------------------------------
 
-from concordctl import Bot, Context  # noqa: E402
+from concordctl import Bot, Context, HandlerError  # noqa: E402
 from concordctl.testing import Harness  # noqa: E402
 
 
@@ -437,3 +437,24 @@ async def test_a_swapped_in_bot_schedules_its_own_jobs(concord_harness: Harness)
     h.advance(seconds=60)
     await async_wait_until(lambda: sorted(ran) == ["later", "new tick"])
     assert new.jobs["tick2"].runs == 1
+
+
+async def test_a_failing_later_job_reaches_the_error_hook(concord_harness: Harness) -> None:
+    h = concord_harness
+    bot = Bot()
+    errors: list[HandlerError] = []
+
+    @bot.on_error
+    async def report(err: HandlerError) -> None:
+        errors.append(err)
+
+    def explode(what: str) -> None:
+        raise RuntimeError(what)
+
+    await h.start_bot(bot, raise_handler_errors=False)
+    job = bot.later(60, explode, "boom", key="x")
+    await async_wait_until(lambda: job.next_run is not None)
+    h.advance(seconds=60)
+    await async_wait_until(lambda: errors)
+    assert errors[0].handler.endswith("explode") and isinstance(errors[0].exception, RuntimeError)
+    assert isinstance(job.last_error, RuntimeError)
