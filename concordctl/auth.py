@@ -23,8 +23,8 @@ from collections.abc import AsyncGenerator
 import httpx
 
 from concordctl import protocol as p
-from concordctl.errors import ConcordError, ProtocolViolation
-from concordctl.responses import MAX_BODY, error_for_response, is_success, one_line
+from concordctl.errors import ConcordError
+from concordctl.responses import MAX_BODY, decode_body, error_for_response, is_success
 from concordctl.tokens import Step, TokenState
 
 __all__ = ["TokenAuth"]
@@ -83,14 +83,7 @@ class TokenAuth(httpx.Auth):
                     headers=response.headers,
                     login=step == "login",
                 )
-            try:
-                token = p.decode(body, p.Token).token
-            except p.FrameError as exc:
-                raise ProtocolViolation(
-                    f"{what}: unexpected response body ({one_line(str(exc), 160)})",
-                    hint="is this a Concord server? check the server URL",
-                    status=response.status_code,
-                ) from None
+            token = decode_body(body, p.Token, what, response.status_code).token
         except ConcordError as exc:
             if early and step == "recycle":
                 log.warning("could not renew the token early: %s", exc)

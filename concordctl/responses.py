@@ -16,6 +16,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from typing import TypeVar
 
 from concordctl import protocol as p
 from concordctl.errors import (
@@ -30,8 +31,17 @@ from concordctl.errors import (
     redact_url,
 )
 
-__all__ = ["MAX_BODY", "error_for_response", "is_success", "one_line", "parse_retry_after"]
+__all__ = [
+    "MAX_BODY",
+    "decode_body",
+    "error_for_response",
+    "is_success",
+    "one_line",
+    "parse_retry_after",
+]
 
+
+T = TypeVar("T")
 
 #: The httpx request extension that caps one answer's size, in bytes
 #: (read by :class:`concordctl.transport.CappedTransport`).
@@ -63,6 +73,18 @@ def one_line(text: str, limit: int = 200) -> str:
     """``text`` on one line, at most ``limit`` characters."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def decode_body(body: bytes, model: type[T], what: str, status: int) -> T:
+    """A 2xx body decoded as ``model``; else a :class:`ProtocolViolation` naming ``what``."""
+    try:
+        return p.decode(body, model)
+    except p.FrameError as exc:
+        raise ProtocolViolation(
+            f"{what}: unexpected response body ({one_line(str(exc), 160)})",
+            hint="is this a Concord server? check the server URL",
+            status=status,
+        ) from None
 
 
 def _detail(body: bytes) -> str:

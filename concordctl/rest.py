@@ -43,7 +43,6 @@ from concordctl.errors import (
     ConcordError,
     NotAuthenticated,
     NotFound,
-    ProtocolViolation,
     TimedOut,
     Unreachable,
     redact_secrets,
@@ -51,6 +50,7 @@ from concordctl.errors import (
 )
 from concordctl.responses import (
     MAX_BODY,
+    decode_body,
     error_for_response,
     is_success,
     one_line,
@@ -306,14 +306,7 @@ class RestClient:
         response = await self._request(method, path, what, **request)
         if model is None:
             return None  # type: ignore[return-value]
-        try:
-            return p.decode(response.content, model)
-        except p.FrameError as exc:
-            raise ProtocolViolation(
-                f"{what}: unexpected response body ({one_line(str(exc), 160)})",
-                hint="is this a Concord server? check the server URL",
-                status=response.status_code,
-            ) from None
+        return decode_body(response.content, model, what, response.status_code)
 
     async def _request(
         self,

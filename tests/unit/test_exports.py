@@ -181,6 +181,7 @@ PUBLIC = {
     ],
     "concordctl.responses": [
         "MAX_BODY",
+        "decode_body",
         "error_for_response",
         "is_success",
         "one_line",
