@@ -29,8 +29,12 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 __all__ = [
+    "AUTHOR_TYPES",
+    "CHANNEL_TYPES",
+    "CONTENT_TYPES",
     "EVENT_TYPES",
     "GAP_TYPE",
+    "THREAD_TYPES",
     "UNSET",
     "Channel",
     "ChannelCreated",
@@ -411,49 +415,80 @@ EVENT_TYPES: frozenset[str] = frozenset(EVENT_CLASSES)
 # --------------------------------------------------------------------------
 
 
+#: The event types that carry each answer (checked when a bot registers a filter).
+CHANNEL_TYPES: frozenset[str] = frozenset(
+    ("chat_sent", "chat_edited", "chat_deleted", "chat_reactions_updated", "chat_typing",
+     "channel_created", "channel_deleted", "channels_updated")
+)  # fmt: skip
+AUTHOR_TYPES: frozenset[str] = frozenset(
+    ("chat_sent", "chat_typing", "user_joined", "user_left", "user_status_updated")
+)
+THREAD_TYPES: frozenset[str] = frozenset(
+    ("chat_sent", "chat_edited", "chat_deleted", "chat_reactions_updated", "chat_typing")
+)
+CONTENT_TYPES: frozenset[str] = frozenset(("chat_sent", "chat_edited"))
+
+# Written for speed (the bot asks these of every event): exact classes, no isinstance chains.
+_CHANNEL_ID_FIELD = (ChatEdited, ChatDeleted, ChatReactionsUpdated, ChatTyping, ChannelDeleted)
+_USER_ID_FIELD = (ChatTyping, UserJoined, UserLeft, UserStatusUpdated)
+_THREAD_ID_FIELD = (ChatEdited, ChatDeleted, ChatReactionsUpdated, ChatTyping)
+
+
+def _raw_id(event: UnknownEvent, key: str) -> int | None:
+    value = event.data.get(key)
+    return value if type(value) is int else None
+
+
 def event_channel_id(event: Event) -> int | None:
     """The channel an event is in or about; None for events of no channel.
 
-    ``channel_created`` and ``channels_updated`` are about their channel,
-    ``channel_deleted`` too; user and gap events belong to no channel.
+    ``channel_created``, ``channels_updated`` and ``channel_deleted`` are about
+    their channel; user and gap events belong to none; an event of a type this
+    version does not know answers with its ``channelId``, if it has one.
     """
-    if isinstance(event, ChatSent):
-        return event.chat.channel_id
-    if isinstance(event, ChatEdited | ChatDeleted | ChatReactionsUpdated | ChatTyping):
-        return event.channel_id
-    if isinstance(event, ChannelCreated | ChannelsUpdated):
-        return event.channel.id
-    if isinstance(event, ChannelDeleted):
-        return event.channel_id
+    cls = event.__class__
+    if cls is ChatSent:
+        return event.chat.channel_id  # type: ignore[union-attr]
+    if cls in _CHANNEL_ID_FIELD:
+        return event.channel_id  # type: ignore[union-attr]
+    if cls is ChannelCreated or cls is ChannelsUpdated:
+        return event.channel.id  # type: ignore[union-attr]
+    if cls is UnknownEvent:
+        return _raw_id(event, "channelId")  # type: ignore[arg-type]
     return None
 
 
 def event_author_id(event: Event) -> int | None:
-    """Who made the event happen, when the event says: a chat's author, the typist."""
-    if isinstance(event, ChatSent):
-        return event.chat.author_id
-    if isinstance(event, ChatTyping | UserJoined | UserLeft | UserStatusUpdated):
-        return event.user_id
-    if isinstance(event, ChannelCreated | ChannelsUpdated):
-        return event.channel.created_by_user_id
+    """Who made the event happen, when it says: a chat's author, the typist, the user
+    who joined, left or changed status (an unknown type: its ``userId``)."""
+    cls = event.__class__
+    if cls is ChatSent:
+        return event.chat.author_id  # type: ignore[union-attr]
+    if cls in _USER_ID_FIELD:
+        return event.user_id  # type: ignore[union-attr]
+    if cls is UnknownEvent:
+        return _raw_id(event, "userId")  # type: ignore[arg-type]
     return None
 
 
 def event_thread_id(event: Event) -> int | None:
-    """The thread (a chat id) the event is in; None outside a thread."""
-    if isinstance(event, ChatSent):
-        return event.chat.thread_id
-    if isinstance(event, ChatEdited | ChatDeleted | ChatReactionsUpdated | ChatTyping):
-        return event.thread_id
+    """The thread (a chat id) the event is in; None outside a thread (and for the
+    types of no thread: ask ``event.type in THREAD_TYPES`` to tell them apart)."""
+    cls = event.__class__
+    if cls is ChatSent:
+        return event.chat.thread_id  # type: ignore[union-attr]
+    if cls in _THREAD_ID_FIELD:
+        return event.thread_id  # type: ignore[union-attr]
     return None
 
 
 def event_content(event: Event) -> str | None:
     """The text of a chat event (sent or edited); None for the others."""
-    if isinstance(event, ChatSent):
-        return event.chat.content
-    if isinstance(event, ChatEdited):
-        return event.content
+    cls = event.__class__
+    if cls is ChatSent:
+        return event.chat.content  # type: ignore[union-attr]
+    if cls is ChatEdited:
+        return event.content  # type: ignore[union-attr]
     return None
 
 

@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from concordctl.bot.claims import current_claim
-from concordctl.bot.commands import ArgumentError, Lookup, tokenize
+from concordctl.bot.commands import ArgumentError, Lookup
 from concordctl.bot.context import Context, SyncContext
-from concordctl.bot.events import author_of, channel_of, describe
+from concordctl.bot.events import describe
 from concordctl.bot.policy import CooldownBuckets, passes, seconds_text
 from concordctl.bot.routes import Kind, Route, RouteTable
 from concordctl.bot.writes import DeadLetters, SendLoopError, answering_self
 from concordctl.errors import ConcordError, NotFound
-from concordctl.protocol import Event
+from concordctl.protocol import Event, event_author_id, event_channel_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.bot.state import Durable
@@ -234,7 +234,7 @@ class Calls:
             kwargs: dict[str, Any] = {}
             sig = route.signature
             if sig is not None:
-                args, kwargs = sig.bind(ctx.text, ctx._words)
+                args, kwargs = sig.bind(ctx.text)
             cd = route.cooldown
             if cd is not None:
                 now = self._host.loop.time()
@@ -281,8 +281,7 @@ class Calls:
         kwargs: dict[str, Any] = {}
         sig = route.signature
         if sig is not None:
-            words = ctx._words if ctx._words is not None else tokenize(ctx.text)
-            args, kwargs = sig.bind(ctx.text, words)
+            args, kwargs = sig.bind(ctx.text)
             if sig.lookups:
                 args = [await self._resolve(v) for v in args]
                 kwargs = {k: await self._resolve(v) for k, v in kwargs.items()}
@@ -316,7 +315,7 @@ class Calls:
         cd = route.cooldown
         assert cd is not None
         now = self._host.loop.time()
-        wait = self._buckets.retry_after(route, cd, author_of(ev), channel_of(ev), now)
+        wait = self._buckets.retry_after(route, cd, event_author_id(ev), event_channel_id(ev), now)
         if not wait:
             return True
         if ctx is not None:

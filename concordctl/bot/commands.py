@@ -404,12 +404,17 @@ class CommandSignature:
         self.options = {p.flag: p for p in params if p.option}
         self.usage = usage
         self.lookups = any(p.kind.lookup for p in params)
-        # For the common shape (one word per parameter), a quicker binder.
-        self._simple = not any(p.many or p.rest or p.var for p in params)
+        # The common shape (one word per parameter, nothing to look up) binds
+        # unquoted words through these tables, with no tokens built.
+        self._plain = not self.lookups and not any(p.many or p.rest or p.var for p in params)
+        self._plain_positional = [(p.kind.convert, p.name) for p in self.positional]
+        self._plain_options = {
+            p.flag: (p.name, None if p.kind.is_bool else p.kind.convert) for p in params if p.option
+        }
         self._required_positional = sum(1 for p in self.positional if p.required)
         self._positional_defaults = [p.default for p in self.positional]
         self._option_defaults = {p.name: p.default for p in params if p.option and not p.required}
-        self._required_options = [p for p in params if p.option and p.required]
+        self._required_options = [p.flag for p in params if p.option and p.required]
 
     @classmethod
     def of(cls, fn: Callable[..., Any], display: str) -> CommandSignature | None:
@@ -463,42 +468,61 @@ class CommandSignature:
         usage = " ".join([display, *(p.usage() for p in params)])
         return cls(params, usage)
 
-    def bind(self, body: str, words: list[Token]) -> tuple[list[Any], dict[str, Any]]:
-        """Positional and keyword arguments for the handler, or an :class:`ArgumentError`."""
-        if not self._simple:
-            return self._bind(body, words)
-        positional = self.positional
-        options = self.options
-        convert = self._convert
+    def bind(self, body: str, words: list[Token] | None = None) -> tuple[list[Any], dict[str, Any]]:
+        """Positional and keyword arguments for the handler, or an :class:`ArgumentError`.
+
+        ``words`` are ``tokenize(body)``, made here when not given.
+        """
+        if self._plain and '"' not in body and "'" not in body:
+            found = self._bind_plain(body)
+            if found is not None:
+                return found
+        return self._bind(body, tokenize(body) if words is None else words)
+
+    def _bind_plain(self, body: str) -> tuple[list[Any], dict[str, Any]] | None:
+        """The quick binder: unquoted words, one per parameter, options exactly as declared.
+
+        None sends anything else (``--x=1``, ``--no-x``, ``--``, a typo) to :meth:`_bind`.
+        """
+        positional = self._plain_positional
+        options = self._plain_options
         args: list[Any] = []
-        kwargs = dict(self._option_defaults)
-        i = 0
+        kwargs = self._option_defaults.copy()
+        words = body.split()
         n = len(words)
-        while i < n:
-            text, _, quoted = words[i]
-            i += 1
-            if options and not quoted and text.startswith("--"):
-                p = options.get(text)
-                if p is None:  # --x=1, --no-x, --x_y, --, a typo: the general binder
-                    return self._bind(body, words)
-                if p.kind.is_bool:
-                    kwargs[p.name] = True
-                    continue
-                if i >= n:
-                    raise ArgumentError(f"{p.flag}: needs a value")
-                kwargs[p.name] = convert(p, words[i][0], p.flag)
+        i = 0
+        label = ""
+        try:
+            while i < n:
+                text = words[i]
                 i += 1
-                continue
-            if len(args) >= len(positional):
-                raise ArgumentError(f"unexpected argument {text!r}")
-            args.append(convert(positional[len(args)], text))
+                if options and text[:2] == "--":
+                    found = options.get(text)
+                    if found is None:
+                        return None
+                    name, convert = found
+                    if convert is None:  # a bool option: --force
+                        kwargs[name] = True
+                        continue
+                    if i == n:
+                        raise ArgumentError(f"{text}: needs a value")
+                    label = text
+                    kwargs[name] = convert(words[i])
+                    i += 1
+                    continue
+                if len(args) == len(positional):
+                    raise ArgumentError(f"unexpected argument {text!r}")
+                convert, label = positional[len(args)]
+                args.append(convert(text))
+        except _Bad as exc:
+            raise ArgumentError(f"{label}: {exc}") from None
         if len(args) < self._required_positional:
-            raise ArgumentError(f"{positional[len(args)].name}: missing")
+            raise ArgumentError(f"{self.positional[len(args)].name}: missing")
         if len(args) < len(positional):
             args.extend(self._positional_defaults[len(args) :])
-        for p in self._required_options:
-            if p.name not in kwargs:
-                raise ArgumentError(f"{p.flag}: missing")
+        for flag in self._required_options:
+            if self.options[flag].name not in kwargs:
+                raise ArgumentError(f"{flag}: missing")
         return args, kwargs
 
     def _bind(self, body: str, words: list[Token]) -> tuple[list[Any], dict[str, Any]]:

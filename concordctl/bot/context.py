@@ -16,9 +16,17 @@ import re
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from concordctl.bot.events import ANY, channel_of, thread_of
+from concordctl.bot.commands import tokenize
 from concordctl.errors import UsageError
-from concordctl.protocol import GAP_TYPE, Chat, ChatSent, Event, Gap
+from concordctl.protocol import (
+    GAP_TYPE,
+    Chat,
+    ChatSent,
+    Event,
+    Gap,
+    event_channel_id,
+    event_thread_id,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.bot.routes import Route, RouteTable
@@ -62,7 +70,7 @@ class Context:
     too (``event`` is then the event, or None for a periodic task or hook).
     """
 
-    __slots__ = ("_args", "_host", "_words", "command", "event", "match", "prefix", "route", "text")
+    __slots__ = ("_args", "_host", "command", "event", "match", "prefix", "route", "text")
 
     def __init__(
         self,
@@ -83,15 +91,13 @@ class Context:
         self.prefix = prefix
         self.match = match
         self.route = route
-        self._words: Any = None  # the tokens of ``text``, kept by dispatch for binding
 
     @property
     def args(self) -> list[str]:
         """The command's words (quotes removed): ``!deploy web 'a b'`` -> ``["web", "a b"]``."""
         args = self._args
         if args is None:
-            words = self._words
-            args = self._args = [t[0] for t in words] if words is not None else []
+            args = self._args = [t[0] for t in tokenize(self.text)]
         return args
 
     @args.setter
@@ -132,14 +138,13 @@ class Context:
 
     def _where(self) -> tuple[int, int | None]:
         ev = self.event
-        channel = channel_of(ev) if ev is not None else None
+        channel = event_channel_id(ev) if ev is not None else None
         if channel is None:
             raise UsageError(
                 "ctx.reply: this call has no channel to answer in",
                 hint="use ctx.send(channel, text)",
             )
-        thread = thread_of(ev)
-        return channel, None if thread is ANY else thread
+        return channel, event_thread_id(ev)  # type: ignore[arg-type]
 
     async def reply(self, text: str) -> Chat:
         """Send ``text`` to the event's channel (and thread)."""

@@ -15,12 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from concordctl.bot.calls import Calls, Denied, HandlerError
-from concordctl.bot.commands import split_command, tokenize
+from concordctl.bot.commands import split_command
 from concordctl.bot.context import Context
-from concordctl.bot.events import ANY, author_of, channel_of, content_of, describe, thread_of
+from concordctl.bot.events import ANY, describe
 from concordctl.bot.lanes import Lanes
 from concordctl.bot.routes import Route, RouteTable
-from concordctl.protocol import ChatSent, Event, UnknownEvent
+from concordctl.protocol import (
+    THREAD_TYPES,
+    ChatSent,
+    Event,
+    UnknownEvent,
+    event_author_id,
+    event_channel_id,
+    event_content,
+    event_thread_id,
+)
 
 __all__ = ["Dispatcher", "Filters", "Targeted", "unknown_command_route"]
 
@@ -149,7 +158,7 @@ class Dispatcher:
                     self.inline_failed(route, ev, exc)
                 continue
             if not keyed:
-                key = ev.chat.channel_id if ev.__class__ is ChatSent else channel_of(ev)
+                key = event_channel_id(ev)
                 keyed = True
             self._enqueue(route, key, (ev, extra, own))
 
@@ -162,9 +171,9 @@ class Dispatcher:
         f = self._filters.get(route)
         if f is None:
             return True
-        if f.channels is not None and channel_of(ev) not in f.channels:
+        if f.channels is not None and event_channel_id(ev) not in f.channels:
             return False
-        return f.authors is None or author_of(ev) in f.authors
+        return f.authors is None or event_author_id(ev) in f.authors
 
     def accepts(self, route: Route, ev: Any) -> Any:
         """_NO, _DENIED (author/channel refused), or the match object (None without match=)."""
@@ -172,14 +181,16 @@ class Dispatcher:
             return _NO
         f = self._filters.get(route)
         if f is not None:
-            if f.channels is not None and channel_of(ev) not in f.channels:
+            if f.channels is not None and event_channel_id(ev) not in f.channels:
                 return _DENIED
-            if f.authors is not None and author_of(ev) not in f.authors:
+            if f.authors is not None and event_author_id(ev) not in f.authors:
                 return _DENIED
-        if route.thread is not ANY and thread_of(ev) != route.thread:
+        if route.thread is not ANY and (
+            ev.type not in THREAD_TYPES or event_thread_id(ev) != route.thread
+        ):
             return _NO
         if route.pattern is not None:
-            content = content_of(ev)
+            content = event_content(ev)
             if content is None:
                 return _NO
             m = route.pattern.search(content)
@@ -208,9 +219,7 @@ class Dispatcher:
             match = self.accepts(route, ev)
             if match is _NO:
                 return
-        words = tokenize(body)
         ctx = Context(self._host, ev, name, None, body.rstrip(), prefix, None, route)
-        ctx._words = words
         if match is _DENIED:
             if route.denied:
                 self._enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, route.denied), own))

@@ -1,99 +1,28 @@
-"""What the bot reads off an event: its channel, author, thread and content.
-
-Events of different types keep these in different places (``chat_sent`` in
-its chat, ``chat_typing`` beside it, an unknown type in its raw ``data``);
-these accessors hide that, so filters and lanes can ask one question of any
-event. Also the event-type names that ``@bot.on`` accepts, checked when the
-file loads rather than at the first event.
+"""The event-type names that ``@bot.on`` accepts, checked when the file loads
+rather than at the first event, and the one-line description of an event for
+logs. What an event's channel, author, thread and content are is
+``concordctl.protocol``'s answer (``event_channel_id`` and the others), the
+same for the bot, the stream and the CLI.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Any, cast
+from typing import Any
 
 from concordctl.errors import UsageError
 from concordctl.protocol import (
     EVENT_CLASSES,
     EVENT_TYPES,
-    ChannelCreated,
-    ChannelsUpdated,
     ChatSent,
     Event,
     UnknownEvent,
 )
 
-__all__ = [
-    "ANY",
-    "AUTHOR_TYPES",
-    "CHANNEL_TYPES",
-    "CONTENT_TYPES",
-    "THREAD_TYPES",
-    "author_of",
-    "channel_of",
-    "check_filter",
-    "content_of",
-    "describe",
-    "event_types",
-    "thread_of",
-]
+__all__ = ["ANY", "check_filter", "describe", "event_types"]
 
 #: "no thread filter" (None already means "not in a thread").
 ANY: Any = object()
-
-CONTENT_TYPES = frozenset(("chat_sent", "chat_edited"))
-AUTHOR_TYPES = frozenset(
-    ("chat_sent", "chat_typing", "user_joined", "user_left", "user_status_updated")
-)
-CHANNEL_TYPES = frozenset(
-    (
-        "chat_sent",
-        "chat_edited",
-        "chat_deleted",
-        "chat_reactions_updated",
-        "chat_typing",
-        "channel_created",
-        "channel_deleted",
-        "channels_updated",
-    )
-)
-THREAD_TYPES = frozenset(
-    ("chat_sent", "chat_edited", "chat_deleted", "chat_reactions_updated", "chat_typing")
-)
-
-
-def channel_of(ev: Any) -> int | None:
-    cls = ev.__class__
-    if cls is ChatSent:
-        return cast(int, ev.chat.channel_id)
-    if cls is ChannelCreated or cls is ChannelsUpdated:
-        return cast(int, ev.channel.id)
-    if cls is UnknownEvent:
-        value = ev.data.get("channelId")
-        return value if isinstance(value, int) else None
-    return getattr(ev, "channel_id", None)
-
-
-def author_of(ev: Any) -> int | None:
-    if ev.__class__ is ChatSent:
-        return ev.chat.author_id
-    if ev.__class__ is UnknownEvent:
-        value = ev.data.get("userId")
-        return value if isinstance(value, int) else None
-    return getattr(ev, "user_id", None)
-
-
-def content_of(ev: Any) -> str | None:
-    if ev.__class__ is ChatSent:
-        return ev.chat.content
-    content = getattr(ev, "content", None)
-    return content if isinstance(content, str) else None
-
-
-def thread_of(ev: Any) -> Any:
-    if ev.__class__ is ChatSent:
-        return ev.chat.thread_id
-    return getattr(ev, "thread_id", ANY)
 
 
 def describe(ev: Event | None) -> str:

@@ -29,15 +29,7 @@ from concordctl.bot.calls import Observer
 from concordctl.bot.commands import CommandSignature
 from concordctl.bot.context import Context, SyncContext
 from concordctl.bot.dispatch import Targeted
-from concordctl.bot.events import (
-    ANY,
-    AUTHOR_TYPES,
-    CHANNEL_TYPES,
-    CONTENT_TYPES,
-    THREAD_TYPES,
-    check_filter,
-    event_types,
-)
+from concordctl.bot.events import ANY, check_filter, event_types
 from concordctl.bot.feed import CursorStore, EventSource
 from concordctl.bot.help import HELP_DOC, builtin_help
 from concordctl.bot.policy import Check, Cooldown, checks_of, refs_of
@@ -56,7 +48,16 @@ from concordctl.bot.signals import run_with_signals
 from concordctl.bot.state import BotState, StateMixin
 from concordctl.bot.writes import WriteHook
 from concordctl.errors import ConcordError, UsageError
-from concordctl.protocol import Event
+from concordctl.protocol import (
+    AUTHOR_TYPES,
+    CHANNEL_TYPES,
+    CONTENT_TYPES,
+    THREAD_TYPES,
+    Event,
+    event_author_id,
+    event_channel_id,
+    event_content,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.client import Client
@@ -569,15 +570,14 @@ class Bot(Router, StateMixin):
         pattern = _compile(match)
         channels = {await _resolve(rt, "c", r) for r in refs_of(channel, "channel")}
         authors = {await _resolve(rt, "u", r) for r in refs_of(author, "author")}
-        from concordctl.bot.events import author_of, channel_of, content_of
 
         def predicate(ev: Any) -> bool:
-            if channels and channel_of(ev) not in channels:
+            if channels and event_channel_id(ev) not in channels:
                 return False
-            if authors and author_of(ev) not in authors:
+            if authors and event_author_id(ev) not in authors:
                 return False
             if pattern is not None:
-                content = content_of(ev)
+                content = event_content(ev)
                 if content is None or pattern.search(content) is None:
                     return False
             return check is None or bool(check(ev))

@@ -247,3 +247,49 @@ def test_durations() -> None:
     for bad in ("", "10x", "m", "1h 2", "-5m"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "web",
+        "web 3",
+        "web 3 --env prod",
+        "--env prod web",
+        "api --force 2",
+        "web --env",
+        "web three",
+        "nope",
+        "web 3 4",
+        "",
+        "web --envv prod",
+        "web --env=prod",
+        "web --no-force",
+        "web -- --env",
+        "web 3  --env   staging  ",
+    ],
+)
+def test_the_quick_binder_agrees_with_the_general_one(text: str) -> None:
+    # bind() takes unquoted, plain command lines through a quicker path; it
+    # must give exactly what the general binder gives, errors included.
+    async def deploy(
+        ctx: Context,
+        service: Literal["web", "api"],
+        count: int = 1,
+        *,
+        env: Literal["prod", "staging"] = "staging",
+        force: bool = False,
+    ) -> None: ...
+
+    sig = CommandSignature.of(deploy, "deploy")
+    assert sig is not None
+
+    def outcome(fn: Any) -> Any:
+        try:
+            return fn()
+        except ArgumentError as exc:
+            return f"error: {exc}"
+
+    quick = outcome(lambda: sig.bind(text))
+    general = outcome(lambda: sig._bind(text, tokenize(text)))
+    assert quick == general

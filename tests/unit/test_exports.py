@@ -110,6 +110,9 @@ PUBLIC = {
         "redact_url",
     ],
     "concordctl.protocol": [
+        "AUTHOR_TYPES",
+        "CHANNEL_TYPES",
+        "CONTENT_TYPES",
         "Channel",
         "ChannelCreated",
         "ChannelDeleted",
@@ -148,6 +151,7 @@ PUBLIC = {
         "RegisteredUser",
         "Server",
         "ServerEdit",
+        "THREAD_TYPES",
         "Token",
         "UNSET",
         "UnknownEvent",
