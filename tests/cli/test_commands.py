@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -250,6 +252,26 @@ def test_usage_errors_are_exit_2(cli: Cli, alice: Account) -> None:
     assert r.code == 2 and "--match" in r.err
     r = cli("wait", "general", "--reaction", "✅", env=alice.env)
     assert r.code == 2 and "--on" in r.err
+
+
+def test_version_is_answered_before_the_wire_models_or_typer_are_imported() -> None:
+    # issue 13 §4: `--version` at most 4x `python -c pass`; msgspec (under
+    # concordctl.protocol) and Typer were most of what it paid.
+    heavy = ("msgspec", "typer", "httpx", "concordctl.protocol", "concordctl.errors")
+    code = (
+        "import sys\n"
+        "from concordctl.cli import main\n"
+        "sys.argv = ['concordctl', '--version']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        f"print([m for m in {heavy!r} if m in sys.modules], file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("concordctl ")
+    assert proc.stderr.strip() == "[]"
 
 
 def test_version_and_help_for_every_command(cli: Cli) -> None:
