@@ -290,7 +290,10 @@ async def _announce(c: Any, bot: Bot, path: Path) -> None:
 @server_command(app, "run", timeout=False)
 def run_command(
     target: Annotated[
-        str, typer.Argument(help="path/to/bot.py, or package.module:attribute", show_default=False)
+        str,
+        typer.Argument(
+            help="path/to/bot.py, or package.module:attribute", show_default=False, metavar="TARGET"
+        ),
     ],
     attr: Annotated[
         str | None,
@@ -338,6 +341,7 @@ def run_command(
         str | None,
         typer.Option(
             "--state",
+            metavar="PATH|URL",
             help="Keep the bot's store and stream cursor here (a SQLite file or a "
             "postgresql:// URL), so a restarted bot answers what it missed; processes on "
             "one PostgreSQL state are replicas that answer each command once.",
