@@ -15,7 +15,6 @@ Channels and users may be named by id (``123`` or ``"123"``) or by name
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -74,6 +73,8 @@ def _as_id(ref: int | str) -> int | None:
 
 
 def _not_found(kind: str, name: str, known: Iterable[str]) -> NotFound:
+    import difflib  # only for a name that is not there
+
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"list them with 'concordctl {kind}s'"
     return NotFound(f"no {kind} named {name!r}", hint=hint, suggestions=close)
