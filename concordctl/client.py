@@ -15,7 +15,6 @@ Channels and users may be named by id (``123`` or ``"123"``) or by name
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,7 +25,6 @@ from concordctl.backoff import Backoff
 from concordctl.config import Settings, resolve_settings, ssl_context
 from concordctl.errors import NotAuthenticated, NotFound, Unreachable, UsageError, redact_url
 from concordctl.ids import now_ms
-from concordctl.streamstate import StreamState
 from concordctl.tokens import token_is_fresh
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,10 +32,22 @@ if TYPE_CHECKING:  # pragma: no cover
     # REST-only command load neither websockets nor httpx.
     from concordctl.rest import RestClient
     from concordctl.stream import EventStream
+    from concordctl.streamstate import StreamState
 
 __all__ = ["Client", "NameCache", "StreamState", "flatten_channels"]
 
 log = logging.getLogger("concordctl.client")
+
+
+def __getattr__(name: str) -> Any:
+    # StreamState is re-exported for ``on_state`` callbacks; a REST-only
+    # command (``concordctl send``) never needs its enum and dataclass built.
+    if name == "StreamState":
+        from concordctl.streamstate import StreamState
+
+        return StreamState
+    raise AttributeError(f"module 'concordctl.client' has no attribute {name!r}")
+
 
 ChannelRef = int | str
 UserRef = int | str
@@ -74,6 +84,8 @@ def _as_id(ref: int | str) -> int | None:
 
 
 def _not_found(kind: str, name: str, known: Iterable[str]) -> NotFound:
+    import difflib  # only for a name that is not there
+
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"list them with 'concordctl {kind}s'"
     return NotFound(f"no {kind} named {name!r}", hint=hint, suggestions=close)

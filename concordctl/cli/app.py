@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 try:  # typer >= 0.29 vendors click; older ones use click itself
     from typer._click.exceptions import ClickException
@@ -41,6 +42,31 @@ app = typer.Typer(
 )
 
 state = {"debug": False}
+
+
+def _hide_argument_type_under_metavar() -> None:
+    """Help shows ``CHANNEL``, not ``CHANNEL <str>``.
+
+    Typer 0.29 prints an argument's type after its name even when the
+    argument has a metavar (``TyperArgument.get_help_record`` always appends
+    ``display_type_rich``), while an option with a metavar shows the metavar
+    alone. Arguments get the options' rule: a metavar already says what to
+    write, so the type placeholder is left for arguments without one (every
+    argument of ours has one; tests/cli/test_commands.py holds that).
+    """
+    argument = getattr(typer.core, "TyperArgument", None)
+    original = getattr(argument, "display_type_rich", None)
+    if argument is None or original is None or getattr(original, "_concordctl", False):
+        return  # another Typer: its help is what it is
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if self.metavar is not None else original(self, ctx)
+
+    display_type_rich._concordctl = True  # type: ignore[attr-defined]
+    setattr(argument, "display_type_rich", display_type_rich)  # noqa: B010
+
+
+_hide_argument_type_under_metavar()
 
 
 def debug_enabled() -> bool:

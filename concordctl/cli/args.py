@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import sys
 import time
-from datetime import datetime
 from typing import TextIO
 
 from concordctl.errors import UsageError
@@ -58,6 +57,8 @@ def parse_time(text: str, *, option: str = "time", now_ms: int | None = None) ->
         return int(value)
     iso = value[:-1] + "+00:00" if value.endswith(("z", "Z")) else value
     try:
+        from datetime import datetime
+
         moment = datetime.fromisoformat(iso)
     except ValueError:
         raise UsageError(

@@ -69,7 +69,9 @@ async def test_echo_says_the_words_back(concord_harness) -> None:
 
 @bot_app.command("new")
 def bot_new(
-    name: Annotated[str, typer.Argument(help="The bot's name: NAME.py and test_NAME.py.")],
+    name: Annotated[
+        str, typer.Argument(help="The bot's name: NAME.py and test_NAME.py.", metavar="NAME")
+    ],
     directory: Annotated[
         Path, typer.Option("--dir", metavar="DIR", help="Where to write the files.")
     ] = Path("."),

@@ -56,7 +56,9 @@ def send(
     channel: ChannelArg,
     text: Annotated[
         str | None,
-        typer.Argument(help="The message; missing or '-': read all of stdin (one chat)."),
+        typer.Argument(
+            help="The message; missing or '-': read all of stdin (one chat).", metavar="TEXT"
+        ),
     ] = None,
     thread: ThreadOption = None,
     key: Annotated[
@@ -119,7 +121,9 @@ async def _send_keyed(c: Client, channel: str, text: str, key: str, thread: int 
 @server_command(app, json=True)
 def edit(
     chat_id: ChatIdArg,
-    text: Annotated[str | None, typer.Argument(help="New content; missing or '-': stdin.")] = None,
+    text: Annotated[
+        str | None, typer.Argument(help="New content; missing or '-': stdin.", metavar="TEXT")
+    ] = None,
     *,
     conn: Connection,
 ) -> None:
@@ -172,7 +176,10 @@ def reaction_text(reaction: str) -> str:
 def react(
     chat_id: ChatIdArg,
     reaction: Annotated[
-        str, typer.Argument(help="Any text, usually an emoji; :shortcode: works (:+1:).")
+        str,
+        typer.Argument(
+            help="Any text, usually an emoji; :shortcode: works (:+1:).", metavar="REACTION"
+        ),
     ],
     remove: Annotated[bool, typer.Option("--remove", help="Take your reaction back.")] = False,
     *,
@@ -270,7 +277,9 @@ def history(
 
 @server_command(app, json=True)
 def search(
-    query: Annotated[str | None, typer.Argument(help="Words to find in the content.")] = None,
+    query: Annotated[
+        str | None, typer.Argument(help="Words to find in the content.", metavar="QUERY")
+    ] = None,
     channel: Annotated[
         str | None,
         typer.Option(

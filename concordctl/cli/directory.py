@@ -58,7 +58,9 @@ def channels_list(*, conn: Connection) -> None:
 
 @server_command(channels_app, "create", json=True, label="channels create")
 def channels_create(
-    name: Annotated[str, typer.Argument(help="The new channel's name (a leading # is dropped).")],
+    name: Annotated[
+        str, typer.Argument(help="The new channel's name (a leading # is dropped).", metavar="NAME")
+    ],
     parent: Annotated[
         str | None,
         typer.Option(

@@ -277,20 +277,35 @@ async def _announce(c: Any, bot: Bot, path: Path) -> None:
     names = sorted(bot.commands)
     shown = ", ".join(f"{getattr(bot, 'prefix', '')}{n}" for n in names[:12])
     more = ", ..." if len(names) > 12 else ""
-    log.info(
-        "running %s as %s on %s: %s%s",
+    _always_log(
+        "running %s as %s on %s: %s",
         path.name,
         who,
         c.settings.base_url,
         _plural(len(names), "command") + (f" ({shown}{more})" if names else ""),
-        "",
     )
+
+
+def _always_log(message: str, *args: object) -> None:
+    """An INFO record of ``concordctl.run`` written whatever ``--log-level`` says.
+
+    ``run`` promises one line at start (issue 13), and ``--log-level warning``
+    is for quieting the chatter after it, not the line that says the bot is
+    up. It goes through the log handlers, not print(): with ``--log-format
+    json`` it is one JSON object like every other stderr line (``"level":
+    "info"``), so a log collector still parses every line.
+    """
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, args, None)
+    log.handle(record)  # handle(): past the level check of info(), not the filters
 
 
 @server_command(app, "run", timeout=False)
 def run_command(
     target: Annotated[
-        str, typer.Argument(help="path/to/bot.py, or package.module:attribute", show_default=False)
+        str,
+        typer.Argument(
+            help="path/to/bot.py, or package.module:attribute", show_default=False, metavar="TARGET"
+        ),
     ],
     attr: Annotated[
         str | None,
@@ -338,6 +353,7 @@ def run_command(
         str | None,
         typer.Option(
             "--state",
+            metavar="PATH|URL",
             help="Keep the bot's store and stream cursor here (a SQLite file or a "
             "postgresql:// URL), so a restarted bot answers what it missed; processes on "
             "one PostgreSQL state are replicas that answer each command once.",
@@ -359,9 +375,10 @@ def run_command(
 ) -> None:
     """Run a bot until Ctrl-C or SIGTERM (exit 0 after a clean stop).
 
-    Prints one line at start: the bot's user, the server and the commands
-    loaded. With --replay, exits 1 when a handler failed or no line of the
-    file could be read.
+    Prints one line at start on stderr: the bot's user, the server and the
+    commands loaded; always, whatever --log-level (with --log-format json it
+    is a JSON log record at level info, like the other lines). With --replay,
+    exits 1 when a handler failed or no line of the file could be read.
 
     \b
     Examples:

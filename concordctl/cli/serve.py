@@ -61,14 +61,20 @@ def _status(line: str) -> None:
 @app.command()
 def serve(
     host: Annotated[
-        str, typer.Option("--host", help="Address to listen on (loopback unless you mean it).")
+        str,
+        typer.Option(
+            "--host", help="Address to listen on (loopback unless you mean it).", metavar="HOST"
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free one).")] = 8080,
+    port: Annotated[
+        int, typer.Option("--port", help="TCP port (0: any free one).", metavar="PORT")
+    ] = 8080,
     db: Annotated[
         str | None,
         typer.Option(
             "--db",
             envvar="CONCORD_DB",
+            metavar="PATH|URL",
             help="SQLite database file, :memory: (nothing kept), or postgresql://... "
             "(every serve on that database is a node of one server). Its directory must "
             "exist. [default: server.db under the user data dir]",
@@ -79,12 +85,14 @@ def serve(
         str,
         typer.Option(
             "--node-id",
+            metavar="N|auto",
             help="This node's number in ids (PostgreSQL): auto takes a free one from the "
             f"database; or 0-{MAX_NODE_ID}.",
         ),
     ] = "auto",
     token_days: Annotated[
-        float, typer.Option("--token-days", help="Validity of issued tokens, in days.")
+        float,
+        typer.Option("--token-days", help="Validity of issued tokens, in days.", metavar="DAYS"),
     ] = 30.0,
     admin_password_stdin: Annotated[
         bool,
@@ -103,15 +111,18 @@ def serve(
         ),
     ] = False,
     tls_cert: Annotated[
-        Path | None, typer.Option("--tls-cert", help="PEM certificate: serve https and wss.")
+        Path | None,
+        typer.Option("--tls-cert", help="PEM certificate: serve https and wss.", metavar="PEM"),
     ] = None,
     tls_key: Annotated[
-        Path | None, typer.Option("--tls-key", help="PEM key of --tls-cert.")
+        Path | None, typer.Option("--tls-key", help="PEM key of --tls-cert.", metavar="PEM")
     ] = None,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
-            "--cors-origin", help="Allow this browser origin (repeatable). Default: none."
+            "--cors-origin",
+            metavar="ORIGIN",
+            help="Allow this browser origin (repeatable). Default: none.",
         ),
     ] = None,
     open_channels: Annotated[
@@ -136,6 +147,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--forwarded-allow-ips",
+            metavar="ADDRESS",
             help="Believe X-Forwarded-For from this proxy address (repeatable; "
             "comma-separated works too). Default: from nobody.",
         ),
@@ -144,6 +156,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--allowed-host",
+            metavar="NAME",
             help="Accept requests for this host name too (repeatable). Always accepted: "
             "the --host address and localhost.",
         ),

@@ -99,6 +99,9 @@ def startup(runs: int) -> dict[str, list[tuple[float, float]]]:
             CONCORD_CONFIG=os.devnull,
         )
         env.pop("CONCORD_PROFILE", None)
+        # The warm-up below is to write .pyc files too: with this set (as in
+        # some CI shells) every run compiled concordctl's own modules again.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         py = sys.executable
         import tempfile
 

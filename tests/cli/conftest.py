@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from concordctl.cli import app as cli_app
 from concordctl.server import ServerThread
+from tests.helpers.timing import UNIT, wait_until
 
 
 @dataclass
@@ -239,16 +240,15 @@ def spawn(secrets: Secrets, cli_env: Path) -> Iterator[Callable[..., Proc]]:
         proc.kill()
 
 
-def wait_online(account: Account, user_id: int, timeout: float = 10.0) -> None:
+def wait_online(account: Account, user_id: int, timeout: float = 10 * UNIT) -> None:
     """Until ``user_id`` is ONLINE: its websocket is connected and subscribed."""
-    deadline = time.monotonic() + timeout
     with account.http() as http:
-        while time.monotonic() < deadline:
+
+        def online() -> bool:
             status = http.get(f"/api/users/{user_id}").json()["status"]["onlineStatus"]
-            if status == "ONLINE":
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"user {user_id} did not come online within {timeout}s")
+            return bool(status == "ONLINE")
+
+        wait_until(online, timeout, f"user {user_id} to come online")
 
 
 @pytest.fixture

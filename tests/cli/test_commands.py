@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
+import subprocess
+import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -252,6 +255,26 @@ def test_usage_errors_are_exit_2(cli: Cli, alice: Account) -> None:
     assert r.code == 2 and "--on" in r.err
 
 
+def test_version_is_answered_before_the_wire_models_or_typer_are_imported() -> None:
+    # issue 13 §4: `--version` at most 4x `python -c pass`; msgspec (under
+    # concordctl.protocol) and Typer were most of what it paid.
+    heavy = ("msgspec", "typer", "httpx", "concordctl.protocol", "concordctl.errors")
+    code = (
+        "import sys\n"
+        "from concordctl.cli import main\n"
+        "sys.argv = ['concordctl', '--version']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        f"print([m for m in {heavy!r} if m in sys.modules], file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("concordctl ")
+    assert proc.stderr.strip() == "[]"
+
+
 def test_version_and_help_for_every_command(cli: Cli) -> None:
     r = cli("--version")
     assert r.code == 0 and r.out.startswith("concordctl ")
@@ -266,6 +289,38 @@ def test_version_and_help_for_every_command(cli: Cli) -> None:
         r = cli(name, "--help")
         assert r.code == 0, name
         assert "Example" in r.out and "concordctl " + name in r.out, name
+
+
+_TYPE_PLACEHOLDER = re.compile(r"<[a-z][\w\[\], |]*>")  # <str>, <int range>, <list[str]>
+
+
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    from concordctl.cli import app as cli_app
+
+    cli_app._register_commands(None)  # every command module, as a TAB would
+
+    def walk(command: object, path: list[str]) -> Iterator[list[str]]:
+        yield path
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            if not sub.hidden:
+                yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(cli_app.app), []))
+
+
+def test_no_help_shows_a_type_placeholder(cli: Cli) -> None:
+    # issue 13 §2: `--port <int>`, `CHANNEL <str>`, `<int range>` in help are
+    # noise; each option and argument names what to write (PORT, CHANNEL).
+    paths = _command_paths()
+    assert ["serve"] in paths and ["channels", "create"] in paths and ["bot", "new"] in paths
+    for path in paths:
+        r = cli(*path, "--help")
+        assert r.code == 0, (path, r.err)
+        assert "Usage: concordctl" in r.out, path
+        shown = [line.strip() for line in r.out.splitlines() if _TYPE_PLACEHOLDER.search(line)]
+        assert shown == [], f"concordctl {' '.join(path)} --help: {shown}"
 
 
 # --------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import time
@@ -27,6 +26,7 @@ from concordctl.protocol import (
     UserStatusUpdated,
     decode_event,
 )
+from tests.helpers.timing import async_wait_until
 
 NOW_MS = int(time.time() * 1000)
 BIG = 2**62 + 12345
@@ -132,23 +132,27 @@ async def test_event_writer_runs_after_flush_once_the_lines_are_out() -> None:
     for _ in range(3):
         writer.write(Gap(since=1, until=2))
     assert seen == [] and raw.getvalue() == b""  # batched until the loop gets control
-    await asyncio.sleep(0)
+    await async_wait_until(lambda: seen, what="the scheduled flush")
     assert seen == [3]  # one flush, one after_flush, after all three lines
     writer.request_flush()  # nothing pending (a filtered chat): after_flush all the same
-    await asyncio.sleep(0)
+    await async_wait_until(lambda: len(seen) == 2, what="the requested flush")
     assert seen == [3, 3]
     writer.close()
     assert seen == [3, 3, 3]
 
 
 async def test_a_failing_after_flush_surfaces_in_the_next_write() -> None:
+    failed: list[int] = []
+
     def fail() -> None:
+        failed.append(1)
         raise OSError(28, "No space left on device")
 
     out = io.TextIOWrapper(io.BytesIO())  # kept: a collected wrapper closes its buffer
     writer = EventWriter(out, after_flush=fail)
     writer.write(Gap(since=1, until=2))
-    await asyncio.sleep(0)  # the scheduled flush fails: kept, not lost in the loop
+    # the scheduled flush fails: kept, not lost in the loop
+    await async_wait_until(lambda: failed, what="the scheduled flush")
     with pytest.raises(OSError, match="No space"):
         writer.write(Gap(since=1, until=2))
 
