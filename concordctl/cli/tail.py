@@ -14,7 +14,13 @@ import typer
 from concordctl.cli.app import app
 from concordctl.cli.complete import complete_channel, complete_user
 from concordctl.cli.options import Connection, server_command
-from concordctl.protocol import EVENT_TYPES
+from concordctl.protocol import (
+    EVENT_TYPES,
+    THREAD_TYPES,
+    event_channel_id,
+    event_content,
+    event_thread_id,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from concordctl.cli.checkpoint import Checkpoint
@@ -67,27 +73,22 @@ class Filter:
         )
 
     def accepts(self, event: Event) -> bool:
-        from concordctl.protocol import ChatEdited, ChatSent
+        from concordctl.protocol import ChatSent
 
         if self.types and event.type not in self.types:
             return False
-        chat = event.chat if isinstance(event, ChatSent) else None
         if self.regex is not None:
-            content = (
-                chat.content
-                if chat is not None
-                else event.content
-                if isinstance(event, ChatEdited)
-                else None
-            )
+            content = event_content(event)
             if content is None or self.regex.search(content) is None:
                 return False
+        chat = event.chat if isinstance(event, ChatSent) else None
+        # --author means chats by that user (its help says so), not their typing.
         if self.author_ids and (chat is None or chat.author_id not in self.author_ids):
             return False
-        if self.thread_id is not None:
-            thread = chat.thread_id if chat is not None else getattr(event, "thread_id", None)
-            if thread != self.thread_id:
-                return False
+        if self.thread_id is not None and (
+            event.type not in THREAD_TYPES or event_thread_id(event) != self.thread_id
+        ):
+            return False
         return not (
             self.since_ms is not None and chat is not None and chat.created_at < self.since_ms
         )
@@ -108,15 +109,6 @@ def check_types(types: list[str] | None) -> frozenset[str]:
         )
         raise UsageError(f"--type: {name!r} is not an event type", hint=hint)
     return wanted
-
-
-def _channel_of(event: Event) -> int | None:
-    from concordctl.protocol import ChatSent
-
-    if isinstance(event, ChatSent):
-        return event.chat.channel_id
-    channel = getattr(event, "channel_id", None)
-    return channel if isinstance(channel, int) else None
 
 
 @server_command(app, json=True, timeout=False)
@@ -292,7 +284,7 @@ async def _tail(
                 quiet_first_gap = False
                 return False
             quiet_first_gap = False
-            if in_scope and _channel_of(event) not in in_scope:
+            if in_scope and event_channel_id(event) not in in_scope:
                 return False
             if flt.everything or flt.accepts(event):
                 if write is not None:
