@@ -407,14 +407,14 @@ class CommandSignature:
         # The common shape (one word per parameter, nothing to look up) binds
         # unquoted words through these tables, with no tokens built.
         self._plain = not self.lookups and not any(p.many or p.rest or p.var for p in params)
-        self._plain_positional = [(p.kind.convert, p.name) for p in self.positional]
+        self._plain_converters = [p.kind.convert for p in self.positional]
         self._plain_options = {
             p.flag: (p.name, None if p.kind.is_bool else p.kind.convert) for p in params if p.option
         }
         self._required_positional = sum(1 for p in self.positional if p.required)
         self._positional_defaults = [p.default for p in self.positional]
         self._option_defaults = {p.name: p.default for p in params if p.option and not p.required}
-        self._required_options = [p.flag for p in params if p.option and p.required]
+        self._required_options = [p.name for p in params if p.option and p.required]
 
     @classmethod
     def of(cls, fn: Callable[..., Any], display: str) -> CommandSignature | None:
@@ -482,47 +482,45 @@ class CommandSignature:
     def _bind_plain(self, body: str) -> tuple[list[Any], dict[str, Any]] | None:
         """The quick binder: unquoted words, one per parameter, options exactly as declared.
 
-        None sends anything else (``--x=1``, ``--no-x``, ``--``, a typo) to :meth:`_bind`.
+        None sends anything else to :meth:`_bind`: ``--x=1``, ``--no-x``, ``--``,
+        a typo, a missing or extra word, a word that does not convert (the
+        general binder then says which parameter and why).
         """
-        positional = self._plain_positional
-        options = self._plain_options
-        args: list[Any] = []
-        kwargs = self._option_defaults.copy()
         words = body.split()
-        n = len(words)
-        i = 0
-        label = ""
+        kwargs = self._option_defaults.copy()
         try:
-            while i < n:
-                text = words[i]
-                i += 1
-                if options and text[:2] == "--":
-                    found = options.get(text)
+            if self._plain_options and "--" in body:
+                options = self._plain_options
+                positional: list[str] = []
+                it = iter(words)
+                for word in it:
+                    if word[:2] != "--":
+                        positional.append(word)
+                        continue
+                    found = options.get(word)
                     if found is None:
                         return None
                     name, convert = found
                     if convert is None:  # a bool option: --force
                         kwargs[name] = True
                         continue
-                    if i == n:
-                        raise ArgumentError(f"{text}: needs a value")
-                    label = text
-                    kwargs[name] = convert(words[i])
-                    i += 1
-                    continue
-                if len(args) == len(positional):
-                    raise ArgumentError(f"unexpected argument {text!r}")
-                convert, label = positional[len(args)]
-                args.append(convert(text))
-        except _Bad as exc:
-            raise ArgumentError(f"{label}: {exc}") from None
-        if len(args) < self._required_positional:
-            raise ArgumentError(f"{self.positional[len(args)].name}: missing")
-        if len(args) < len(positional):
-            args.extend(self._positional_defaults[len(args) :])
-        for flag in self._required_options:
-            if self.options[flag].name not in kwargs:
-                raise ArgumentError(f"{flag}: missing")
+                    value = next(it, None)
+                    if value is None:
+                        return None
+                    kwargs[name] = convert(value)
+                words = positional
+            n = len(words)
+            converters = self._plain_converters
+            if n < self._required_positional or n > len(converters):
+                return None
+            args = [convert(word) for convert, word in zip(converters, words, strict=False)]
+        except _Bad:
+            return None
+        if n < len(converters):
+            args.extend(self._positional_defaults[n:])
+        for name in self._required_options:
+            if name not in kwargs:
+                return None
         return args, kwargs
 
     def _bind(self, body: str, words: list[Token]) -> tuple[list[Any], dict[str, Any]]:
