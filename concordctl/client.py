@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from concordctl import protocol as p
-from concordctl.backoff import Backoff
 from concordctl.config import Settings, resolve_settings, ssl_context
 from concordctl.errors import NotAuthenticated, NotFound, Unreachable, UsageError, redact_url
 from concordctl.ids import now_ms
@@ -523,8 +522,9 @@ class Client:
         ``since`` (a chat id) or ``since_time`` (epoch ms) first recovers the
         chats after that cursor (with a Gap marker). ``channels`` keeps only the
         events of those channels (plus the events not tied to a channel).
-        ``options`` go to :class:`~concordctl.stream.EventStream`
-        (``ping_interval``, ``recovery_margin``, ``max_queue``, ...).
+        ``options`` (``ping_interval``, ``recovery_margin``, ``max_queue``, ...),
+        over the client's ``stream_options``, become the stream's
+        :class:`~concordctl.stream.StreamOptions`; an unknown name is a TypeError.
         """
         resolve = None
         if channels is not None:
@@ -533,25 +533,25 @@ class Client:
             async def resolve() -> Sequence[int] | None:
                 return [await self.channel_id(ref) for ref in refs]
 
-        from concordctl.stream import EventStream
+        from concordctl.stream import EventStream, StreamHooks, StreamOptions
 
-        opts = {**self.stream_options, **options}
-        if "backoff" in opts and isinstance(opts["backoff"], dict):
-            opts["backoff"] = Backoff(**opts["backoff"])
-        stream = EventStream(
-            self.settings.ws_url,
-            get_token=self._stream_token,
+        hooks = StreamHooks(
             renew_token=self._renew_token,
             can_renew=lambda: self._has_credentials,
             fetch_chats=self._recovery_page,
             get_chat=self.get_chat,
             resolve_channels=resolve,
             on_dead_connection=self._reset_rest,
+            on_state=on_state,
+        )
+        stream = EventStream(
+            self.settings.ws_url,
+            get_token=self._stream_token,
+            hooks=hooks,
+            options=StreamOptions.of(self.stream_options, **options),
             since=since,
             since_time=since_time,
-            on_state=on_state,
             ssl=self._ssl,
-            **opts,
         )
         self._streams = [s for s in self._streams if s.state.state != "closed"]
         self._streams.append(stream)
@@ -578,13 +578,14 @@ class Client:
                     return
                 except Unreachable:
                     continue
-        from concordctl.stream import EventStream
+        from concordctl.stream import EventStream, StreamHooks
 
         stream = EventStream(
             self.settings.ws_url,
             get_token=self._stream_token,
-            renew_token=self._renew_token,
-            can_renew=lambda: self._has_credentials,
+            hooks=StreamHooks(
+                renew_token=self._renew_token, can_renew=lambda: self._has_credentials
+            ),
             ssl=self._ssl,
         )
         ws = await stream.connect_once()

@@ -29,6 +29,24 @@ as the caller iterates:
   place (at most once per ``bad_frame_interval`` seconds): a ``Gap`` with
   ``since == until`` and the chats it finds, before the live frames behind it.
 
+Construction: ``EventStream(ws_url, get_token=..., hooks=StreamHooks(...),
+options=StreamOptions(...), since=..., since_time=..., ssl=...)``.
+
+* :class:`StreamOptions` is every tuning knob, frozen, with the defaults
+  above (``ping_interval``, ``ping_timeout``, ``open_timeout``, ``backoff``,
+  ``max_queue``, ``max_size``, ``recovery_margin``, ``recovery_page_size``,
+  ``recovery_max_chats``, ``recovery_max_bytes``, ``seen_window``,
+  ``bad_frame_interval``). ``StreamOptions.of(mapping, **overrides)`` builds
+  one from plain keywords (``backoff`` may be a dict of ``Backoff``'s fields)
+  and refuses an unknown name; that is how ``Client.events(**options)`` and
+  ``Client(stream_options={...})`` reach it.
+* :class:`StreamHooks` is everything the stream calls out to, each optional:
+  the token renewal (``renew_token``, ``can_renew``), the REST calls used for
+  recovery (``fetch_chats``, ``get_chat``), the channel filter
+  (``resolve_channels``), ``on_dead_connection`` and ``on_state``.
+* ``get_token`` is the one thing a stream cannot do without; ``since`` /
+  ``since_time`` say where it starts; ``ssl`` is the TLS context.
+
 Backpressure and its limit: there is no unbounded queue. Frames wait in
 websockets' buffer (``max_queue`` frames, default 64, each at most
 ``max_size`` bytes, default 8 MiB) and in the kernel's socket buffers; when
@@ -50,7 +68,8 @@ import contextlib
 import email.utils
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import msgspec
@@ -86,6 +105,8 @@ __all__ = [
     "ConnectionState",
     "EventStream",
     "SeenChats",
+    "StreamHooks",
+    "StreamOptions",
     "StreamState",
     "WarnLimiter",
     "close_reason",
@@ -149,6 +170,71 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 _DECODE_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
 
+def _default_backoff() -> Backoff:
+    return Backoff(base=0.5, cap=30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """The stream's tuning knobs (see the module docstring for what each bounds)."""
+
+    ping_interval: float = 20.0
+    ping_timeout: float = 10.0
+    open_timeout: float = 10.0
+    backoff: Backoff = field(default_factory=_default_backoff)
+    max_queue: int = 64
+    max_size: int = 8 * 2**20
+    recovery_margin: float = 120.0  # seconds before the connection was last known alive
+    recovery_page_size: int = 100
+    recovery_max_chats: int = 10_000
+    recovery_max_bytes: int = 16 * 2**20
+    seen_window: int = 10_000
+    bad_frame_interval: float = 1.0
+
+    @classmethod
+    def of(
+        cls, base: StreamOptions | Mapping[str, Any] | None = None, **overrides: Any
+    ) -> StreamOptions:
+        """Options from ``base`` (options or plain keywords) with ``overrides`` on top.
+
+        ``backoff`` may be a :class:`~concordctl.backoff.Backoff` or a dict of
+        its fields; an unknown name is a ``TypeError``, as a wrong keyword is.
+        """
+        start = base if isinstance(base, StreamOptions) else cls()
+        values = {**(base if isinstance(base, Mapping) else {}), **overrides}
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown stream option(s): {', '.join(unknown)}")
+        if isinstance(values.get("backoff"), Mapping):
+            values["backoff"] = Backoff(**values["backoff"])
+        return replace(start, **values)
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHooks:
+    """What the stream calls out to; every hook is optional.
+
+    ``renew_token(stale)`` forces a new token or raises ``NotAuthenticated``,
+    and is tried on a 401 handshake when ``can_renew()``; ``fetch_chats`` and
+    ``get_chat`` are the REST calls used for recovery (without them the stream
+    announces gaps but recovers nothing); ``resolve_channels()`` gives the
+    channel ids to keep (None: all); ``on_dead_connection()`` runs after a
+    connection was found silently dead; ``on_state`` sees every state change.
+    """
+
+    renew_token: Callable[[str], Awaitable[str]] | None = None
+    can_renew: Callable[[], bool] = _never
+    fetch_chats: FetchChats | None = None
+    get_chat: Callable[[int], Awaitable[p.Chat]] | None = None
+    resolve_channels: Callable[[], Awaitable[Sequence[int] | None]] | None = None
+    on_dead_connection: Callable[[], Awaitable[None]] | None = None
+    on_state: Callable[[StreamState], object] | None = None
+
+
 class _RecoveryFailed(Exception):
     """Recovery after a reconnect failed for a reason worth reconnecting over."""
 
@@ -156,9 +242,8 @@ class _RecoveryFailed(Exception):
 class EventStream:
     """An async iterable of events; see the module docstring. Iterate once.
 
-    ``get_token()`` returns a current token (logging in if needed);
-    ``renew_token(stale)`` forces a new one or raises ``NotAuthenticated``;
-    ``fetch_chats`` and ``get_chat`` are the REST calls used for recovery.
+    ``get_token()`` returns a current token (logging in if needed); ``hooks``
+    and ``options`` are :class:`StreamHooks` and :class:`StreamOptions`.
     """
 
     def __init__(
@@ -166,60 +251,26 @@ class EventStream:
         ws_url: str,
         *,
         get_token: Callable[[], Awaitable[str]],
-        renew_token: Callable[[str], Awaitable[str]] | None = None,
-        can_renew: Callable[[], bool] = lambda: False,
-        fetch_chats: FetchChats | None = None,
-        get_chat: Callable[[int], Awaitable[p.Chat]] | None = None,
-        resolve_channels: Callable[[], Awaitable[Sequence[int] | None]] | None = None,
-        on_dead_connection: Callable[[], Awaitable[None]] | None = None,
+        hooks: StreamHooks | None = None,
+        options: StreamOptions | None = None,
         since: int | None = None,
         since_time: int | None = None,
-        on_state: Callable[[StreamState], object] | None = None,
         ssl: Any = None,
-        ping_interval: float = 20.0,
-        ping_timeout: float = 10.0,
-        open_timeout: float = 10.0,
-        backoff: Backoff | None = None,
-        max_queue: int = 64,
-        max_size: int = 8 * 2**20,
-        recovery_margin: float = 120.0,
-        recovery_page_size: int = 100,
-        seen_window: int = 10_000,
-        bad_frame_interval: float = 1.0,
-        recovery_max_chats: int = 10_000,
-        recovery_max_bytes: int = 16 * 2**20,
     ) -> None:
         self.ws_url = ws_url
         self._get_token = get_token
-        self._renew_token = renew_token
-        self._can_renew = can_renew
-        self._fetch_chats = fetch_chats
-        self._get_chat = get_chat
-        self._resolve_channels = resolve_channels
-        self._on_dead_connection = on_dead_connection
-        self._found_dead = False
-        self._since = since
-        self._since_time = since_time
-        self._on_state = on_state
+        self.hooks = hooks = hooks or StreamHooks()
+        self.options = options = options or StreamOptions()
+        self._fetch_chats = hooks.fetch_chats
         self._ssl = ssl
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.open_timeout = open_timeout
-        self.backoff = backoff or Backoff(base=0.5, cap=30.0)
-        self.max_queue = max_queue
-        self.max_size = max_size
-        self.recovery_margin_ms = int(recovery_margin * 1000)
-        self.recovery_page_size = recovery_page_size
-        self.recovery_max_chats = recovery_max_chats
-        self.recovery_max_bytes = recovery_max_bytes
         # Every decision about frames (seen, recovery, gaps, filters) is the cursor's.
         self.cursor = StreamCursor(
             since=since,
             since_time=since_time,
-            margin_ms=self.recovery_margin_ms,
-            window=seen_window,
+            margin_ms=int(options.recovery_margin * 1000),
+            window=options.seen_window,
         )
-        self.bad_frame_interval = bad_frame_interval
+        self._found_dead = False
         self._last_in_place = float("-inf")
         self._channel_list: list[int] | None = None  # recovery asks per channel, in order
         self._ws: ClientConnection | None = None
@@ -295,9 +346,9 @@ class EventStream:
             f" in {state.delay:.2f} s" if state.delay is not None else "",
             f" ({state.error})" if state.error else "",
         )
-        if self._on_state is not None:
+        if self.hooks.on_state is not None:
             try:
-                self._on_state(state)
+                self.hooks.on_state(state)
             except Exception:
                 log.exception("on_state callback failed")
 
@@ -309,11 +360,11 @@ class EventStream:
         return await websockets.connect(
             f"{self.ws_url}?token={token}",  # the token must be the last parameter
             ssl=self._ssl,
-            open_timeout=self.open_timeout,
+            open_timeout=self.options.open_timeout,
             ping_interval=None,  # our own keepalive, which knows a stalled consumer
             close_timeout=2.0,
-            max_size=self.max_size,
-            max_queue=self.max_queue,
+            max_size=self.options.max_size,
+            max_queue=self.options.max_queue,
             compression=None,  # no permessage-deflate: a small frame cannot inflate to GBs
             proxy=None,
             logger=_RedactingLogger(logging.getLogger("concordctl.stream.ws"), {}),
@@ -328,14 +379,15 @@ class EventStream:
         except InvalidStatus as exc:
             if exc.response.status_code != 401:
                 raise
-        if self._renew_token is None or not self._can_renew():
+        renew = self.hooks.renew_token
+        if renew is None or not self.hooks.can_renew():
             raise NotAuthenticated(
                 "the event stream was refused: the token is expired or invalid",
                 hint="run 'concordctl login' or set a fresh CONCORD_TOKEN",
                 status=401,
             )
         log.info("websocket handshake got 401; renewing the token")
-        token = await self._renew_token(token)
+        token = await renew(token)
         try:
             return await self._open(token)
         except InvalidStatus as exc:
@@ -370,7 +422,7 @@ class EventStream:
             if self._closed:
                 return None
             if attempt or not first:
-                delay = max(self.backoff.delay(attempt), at_least)
+                delay = max(self.options.backoff.delay(attempt), at_least)
                 attempt += 1
                 self._set_state(StreamState(ConnectionState.RECONNECTING, attempt, delay, error))
                 # Woken early by aclose(), so closing never waits out a backoff.
@@ -415,7 +467,7 @@ class EventStream:
 
     async def _keepalive(self, ws: ClientConnection) -> None:
         """Ping while the consumer waits; close a connection that stays silent."""
-        interval, timeout = self.ping_interval, self.ping_timeout
+        interval, timeout = self.options.ping_interval, self.options.ping_timeout
         while True:
             await asyncio.sleep(interval)
             transport = ws.transport
@@ -464,9 +516,9 @@ class EventStream:
                 self._fetch_page,
                 after=recovery.after,
                 channel_ids=self._channel_list,
-                page_size=self.recovery_page_size,
-                max_chats=self.recovery_max_chats,
-                max_bytes=self.recovery_max_bytes,
+                page_size=self.options.recovery_page_size,
+                max_chats=self.options.recovery_max_chats,
+                max_bytes=self.options.recovery_max_bytes,
             )
         except NotAuthenticated:
             raise
@@ -480,7 +532,7 @@ class EventStream:
         A server sending garbage gets throttled here (the consumer waits)
         rather than answered with a REST query per frame.
         """
-        wait = self._last_in_place + self.bad_frame_interval - time.monotonic()
+        wait = self._last_in_place + self.options.bad_frame_interval - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         self._last_in_place = time.monotonic()
@@ -508,16 +560,17 @@ class EventStream:
 
     async def _prepare(self) -> None:
         """Before the first connection: resolve channel names, read the cursor's time."""
-        if self._resolve_channels is not None:
-            ids = await self._resolve_channels()
+        if self.hooks.resolve_channels is not None:
+            ids = await self.hooks.resolve_channels()
             if ids is not None:
                 self._channel_list = list(dict.fromkeys(ids))
                 self.cursor.set_channels(self._channel_list)
         since = self.cursor.since
         created_at = None
-        if since is not None and self._get_chat is not None:
+        get_chat = self.hooks.get_chat
+        if since is not None and get_chat is not None:
             try:
-                created_at = (await self._get_chat(since)).created_at
+                created_at = (await get_chat(since)).created_at
             except ConcordError as exc:  # deleted meanwhile: the id's time will do
                 log.info("cursor chat %d: %s; using the time in its id", since, exc)
         self.cursor.start(created_at)
@@ -606,11 +659,12 @@ class EventStream:
     async def _session_ended(self) -> None:
         self.cursor.disconnected()
         await self._drop_connection()
-        if self._found_dead and self._on_dead_connection is not None:
+        on_dead = self.hooks.on_dead_connection
+        if self._found_dead and on_dead is not None:
             # The network path went silent: pooled REST connections over it
             # are likely dead too, and recovery must not wait on them.
             self._found_dead = False
             try:
-                await self._on_dead_connection()
+                await on_dead()
             except Exception:
                 log.exception("on_dead_connection hook failed")

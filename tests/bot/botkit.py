@@ -12,6 +12,7 @@ from typing import Any
 
 from concordctl.errors import NotFound
 from concordctl.protocol import Chat, ChatSent, Event, FullUser, Profile, UserStatus
+from tests.helpers.timing import UNIT, async_wait_until
 
 BOT_ID = 900
 _ids = itertools.count(1000)
@@ -47,7 +48,7 @@ def chat(
 async def from_list(events: Iterable[Event], *, hang: bool = False) -> AsyncIterator[Event]:
     for ev in events:
         yield ev
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a yield to the loop between events, as a socket's reads are
     if hang:
         await asyncio.Event().wait()
 
@@ -104,11 +105,9 @@ class FakeClient:
         self.writes.append(("typing", channel))
 
 
-async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
+async def eventually(condition: Callable[[], bool], within: float = 10 * UNIT) -> None:
     """Wait until ``condition()`` holds (state changed by other tasks)."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - polling state with no event to wait on
-            await asyncio.sleep(0.02)
+    await async_wait_until(condition, within)
 
 
 class BotProcess:
@@ -147,14 +146,14 @@ class BotProcess:
     def log(self) -> str:
         return "\n".join(self.stderr)
 
-    async def wait_for_log(self, text: str, within: float = 15.0) -> None:
+    async def wait_for_log(self, text: str, within: float = 15 * UNIT) -> None:
         try:
             await eventually(lambda: text in self.log or self.proc.returncode is not None, within)
-        except TimeoutError:
+        except AssertionError:
             raise AssertionError(f"no {text!r} in the bot's log:\n{self.log}") from None
         assert text in self.log, f"bot exited ({self.proc.returncode}) before {text!r}:\n{self.log}"
 
-    async def wait(self, within: float = 20.0) -> int:
+    async def wait(self, within: float = 20 * UNIT) -> int:
         async with asyncio.timeout(within):
             code = await self.proc.wait()
             await asyncio.gather(*self._readers)

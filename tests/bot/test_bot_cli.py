@@ -14,6 +14,7 @@ from botkit import BotProcess, chat, cli_env
 
 from concordctl.protocol import encode_event
 from concordctl.testing import Harness
+from tests.helpers.timing import UNIT, async_wait_until
 
 BOT = """
 from concordctl import Bot, Context
@@ -79,7 +80,7 @@ async def test_a_second_ctrl_c_exits_130_at_once(concord_harness: Harness, tmp_p
             @bot.command("stuck")
             def stuck(ctx) -> None:
                 print("stuck handler started", flush=True)
-                time.sleep(60)  # a plain def in a thread: nothing can cancel it
+                time.sleep(60)  # the scenario, not a wait: a thread nothing can cancel
             """
         )
     )
@@ -87,9 +88,7 @@ async def test_a_second_ctrl_c_exits_130_at_once(concord_harness: Harness, tmp_p
     try:
         await proc.wait_for_log("bot ready")
         await h.send("!stuck")
-        async with asyncio.timeout(10):
-            while "stuck handler started" not in proc.stdout:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+        await async_wait_until(lambda: "stuck handler started" in proc.stdout, 10 * UNIT)
         proc.proc.send_signal(signal.SIGINT)
         await proc.wait_for_log("SIGINT received: stopping")
         proc.proc.send_signal(signal.SIGINT)

@@ -26,6 +26,7 @@ from concordctl.protocol import (
     UserJoined,
     decode_event,
 )
+from tests.helpers.timing import UNIT, async_wait_until
 
 
 async def run(bot: Bot, events: list[Any], client: FakeClient | None = None) -> FakeClient:
@@ -324,7 +325,9 @@ async def test_per_channel_order_is_kept_while_channels_run_concurrently() -> No
         active += 1
         peak = max(peak, active)
         # later events of a channel finish sooner: only the lane keeps them in order
-        await asyncio.sleep(0.002 * (int(ev.chat.content) % 5))
+        # (the scenario: handlers of uneven length, in loop turns, not wall-clock time)
+        for _ in range(3 * (int(ev.chat.content) % 5)):
+            await asyncio.sleep(0)
         seen[ev.chat.channel_id].append(int(ev.chat.content))
         active -= 1
 
@@ -346,7 +349,8 @@ async def test_concurrency_is_bounded() -> None:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
-        await asyncio.sleep(0.01)
+        for _ in range(10):  # the scenario: a handler that holds its slot for a while
+            await asyncio.sleep(0)
         active -= 1
 
     await run(bot, [chat("x", channel=c) for c in range(10)])
@@ -362,7 +366,7 @@ async def test_backpressure_pauses_the_stream_when_lanes_are_full() -> None:
     async def handler(ev: ChatSent) -> None:
         nonlocal handled
         assert read - handled <= 5  # never more than the backlog ahead
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a yield: the stream could read ahead now, if it were let
         handled += 1
 
     async def counting() -> Any:
@@ -480,7 +484,8 @@ async def test_on_ready_runs_before_events_and_every_runs_periodically() -> None
 
     @bot.on_ready
     async def ready() -> None:
-        await asyncio.sleep(0.05)
+        for _ in range(20):  # the scenario: a slow on_ready, which events must wait for
+            await asyncio.sleep(0)
         log_.append("ready")
 
     @bot.on("chat_sent")
@@ -506,15 +511,18 @@ async def test_on_ready_runs_before_events_and_every_runs_periodically() -> None
     assert ticks >= 3
 
 
-async def test_stop_lets_running_handlers_finish_within_the_grace_period() -> None:
-    bot = Bot(grace=2.0)
+async def test_stop_lets_running_handlers_finish_within_the_grace_period(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bot = Bot(grace=10 * UNIT)
     finished: list[str] = []
     started = asyncio.Event()
+    release = asyncio.Event()
 
     @bot.on("chat_sent")
     async def work(ev: ChatSent) -> None:
         started.set()
-        await asyncio.sleep(0.2)
+        await release.wait()  # still running when stop() comes, until the bot waits for it
         finished.append(ev.chat.content)
 
     @bot.on_shutdown
@@ -525,7 +533,10 @@ async def test_stop_lets_running_handlers_finish_within_the_grace_period() -> No
         bot.serve(client=FakeClient(), events=from_list([chat("a")], hang=True))  # type: ignore[arg-type]
     )
     await asyncio.wait_for(started.wait(), 5)
-    bot.stop()
+    with caplog.at_level(logging.INFO, logger="concordctl.bot"):
+        bot.stop()
+        await async_wait_until(lambda: "waiting up to" in caplog.text, what="the grace wait")
+    release.set()
     await asyncio.wait_for(task, 5)
     assert finished == ["a", "shutdown"]
 
@@ -542,7 +553,7 @@ async def test_handlers_past_the_grace_period_are_cancelled(
     async def forever(ev: ChatSent) -> None:
         started.set()
         try:
-            await asyncio.sleep(60)
+            await asyncio.Event().wait()  # forever
         except asyncio.CancelledError:
             cancelled.set()
             raise
@@ -685,10 +696,10 @@ async def test_swap_hands_the_running_connection_to_new_handlers() -> None:
     task = asyncio.create_task(old.serve(client=FakeClient(), events=source()))  # type: ignore[arg-type]
     await asyncio.wait_for(old.wait_ready(), 5)
     gate.put_nowait(chat("1"))
-    await asyncio.sleep(0.05)
+    await async_wait_until(lambda: got == ["old:1"])
     await old.swap(new)
     gate.put_nowait(chat("2"))
-    await asyncio.sleep(0.05)
+    await async_wait_until(lambda: len(got) == 2)
     old.stop()
     await asyncio.wait_for(task, 5)
     assert got == ["old:1", "new:2"] and ready == ["new"]
@@ -703,7 +714,7 @@ async def test_await_free_handlers_run_inline_and_are_still_isolated(
         return None
 
     async def awaits(ev: Event) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # never run: the await is what _never_suspends looks for
 
     async def loops(ev: Event) -> None:
         async for _ in from_list([]):
@@ -731,19 +742,21 @@ async def test_await_free_handlers_run_inline_and_are_still_isolated(
 async def test_a_sync_handler_past_its_timeout_is_abandoned_with_a_clear_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import time
-
     bot = Bot(timeout=0.1)
     done: list[str] = []
+    release = threading.Event()
 
     @bot.on("chat_sent")
     def blocking(ev: ChatSent) -> None:
         if ev.chat.content == "slow":
-            time.sleep(0.5)  # a plain def cannot be cancelled
+            release.wait(30 * UNIT)  # a plain def cannot be cancelled: blocked until the end
         done.append(ev.chat.content)
 
-    with caplog.at_level(logging.ERROR, logger="concordctl.bot"):
-        await run(bot, [chat("slow"), chat("next")])
+    try:
+        with caplog.at_level(logging.ERROR, logger="concordctl.bot"):
+            await run(bot, [chat("slow"), chat("next")])
+    finally:
+        release.set()
     assert "next" in done
     assert "blocking timed out after 0.1 s" in caplog.text
     assert "its thread keeps running" in caplog.text

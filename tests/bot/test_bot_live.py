@@ -14,6 +14,7 @@ from concordctl import Bot, ChatReactionsUpdated, ChatSent, Context, Event, Unkn
 from concordctl.bot import SyncContext
 from concordctl.errors import NotFound
 from concordctl.testing import Harness
+from tests.helpers.timing import UNIT, async_wait_until
 
 
 async def test_commands_reply_react_and_help(concord_harness: Harness) -> None:
@@ -89,7 +90,8 @@ async def test_per_channel_order_and_isolation_over_the_wire(
     @bot.on("chat_sent", match=r"^\d+$")
     async def record(ev: ChatSent) -> None:
         n = int(ev.chat.content)
-        await asyncio.sleep(0.01 * (n % 3))  # later chats would overtake earlier ones
+        # The scenario, not a wait: uneven handlers, so later chats would overtake earlier ones.
+        await asyncio.sleep(0.01 * UNIT * (n % 3))
         order.setdefault(ev.chat.channel_id, []).append(n)
 
     @bot.on("chat_sent", match="^boom$")
@@ -98,7 +100,7 @@ async def test_per_channel_order_and_isolation_over_the_wire(
 
     @bot.on("chat_sent", match="^hang$")
     async def hangs(ev: ChatSent) -> None:
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # forever
 
     @bot.command("alive")
     async def alive(ctx: Context) -> None:
@@ -119,12 +121,13 @@ async def test_per_channel_order_and_isolation_over_the_wire(
 
 
 async def test_lifecycle_hooks_every_and_shutdown_with_a_handler_in_flight(
-    concord_harness: Harness,
+    concord_harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = concord_harness
-    bot = Bot(grace=5)
+    bot = Bot(grace=10 * UNIT)
     log_: list[str] = []
     started = asyncio.Event()
+    release = asyncio.Event()
     ticked_twice = asyncio.Event()
     ticks = 0
 
@@ -143,7 +146,7 @@ async def test_lifecycle_hooks_every_and_shutdown_with_a_handler_in_flight(
     @bot.command("slow")
     async def slow(ctx: Context) -> None:
         started.set()
-        await asyncio.sleep(0.3)
+        await release.wait()  # in flight when the stop comes, until the bot waits for it
         await ctx.reply("slow done")
         log_.append("slow done")
 
@@ -157,7 +160,11 @@ async def test_lifecycle_hooks_every_and_shutdown_with_a_handler_in_flight(
     await asyncio.wait_for(ticked_twice.wait(), 5)  # a loaded machine may be slow to tick
     await h.send("!slow")
     await asyncio.wait_for(started.wait(), 5)
-    await h.stop_bot(bot)  # while the handler is still sleeping
+    with caplog.at_level(logging.INFO, logger="concordctl.bot"):
+        stopping = asyncio.create_task(h.stop_bot(bot))  # while the handler is still running
+        await async_wait_until(lambda: "waiting up to" in caplog.text, what="the grace wait")
+    release.set()
+    await stopping
     assert log_ == ["ready", "slow done", "shutdown"]
     await h.expect_reply(match="bot offline")
     assert not bot.running

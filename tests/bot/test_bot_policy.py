@@ -30,7 +30,7 @@ async def test_author_and_channel_collections_denied_and_checks() -> None:
     ran: list[str] = []
 
     async def in_window(ctx: Context) -> bool:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the scenario: a check that really suspends
         return "late" not in ctx.text
 
     @bot.command(
@@ -153,7 +153,7 @@ async def test_on_error_gets_exceptions_timeouts_and_failing_periodic_tasks(
 
     @bot.command("boom")
     async def boom(ctx: Context) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the scenario: it fails after a suspension, not inline
         raise ValueError("kaboom")
 
     @bot.on("chat_sent", match="^hang")

@@ -25,7 +25,7 @@ ticks = bot.store("ticks")
 
 @bot.command("ping")
 async def ping(ctx: Context) -> None:
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the scenario: a kill can land inside a handler
     await ctx.reply(f"pong {ctx.args[0]}")
 
 @bot.every(seconds=0.2)
@@ -78,7 +78,9 @@ async def test_three_replicas_answer_each_command_once_through_a_kill(
         async def keep_sending() -> None:
             for i in range(total):
                 await h.send(f"!ping {i}")
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(
+                    0.01 * UNIT
+                )  # the scenario: commands keep coming through the kill
 
         sender = asyncio.create_task(keep_sending())
         await async_wait_until(lambda: len(answers(h)) >= total // 3, timeout=30 * UNIT)

@@ -22,7 +22,7 @@ bot = Bot(grace=1)
 
 @bot.command("ping")
 async def ping(ctx: Context) -> None:
-    await asyncio.sleep(0.03)  # a kill often lands inside a handler
+    await asyncio.sleep(0.03)  # the scenario, not a wait: a kill often lands inside a handler
     await ctx.reply(f"pong {ctx.args[0]}")
 """
 
@@ -56,17 +56,23 @@ async def test_sigkill_and_restart_answer_every_command_exactly_once(
     try:
         await first.wait_for_log("bot ready")
 
+        sent = 0
+
         async def keep_sending() -> None:
+            nonlocal sent
             for i in range(total):
                 await h.send(f"!ping {i}")
-                await asyncio.sleep(0.02)
+                sent += 1
+                await asyncio.sleep(0.02 * UNIT)  # the scenario: commands keep coming meanwhile
 
         sender = asyncio.create_task(keep_sending())
         await async_wait_until(lambda: len(answers(h, "runner")) >= 15, timeout=20 * UNIT)
         first.proc.send_signal(signal.SIGKILL)  # no shutdown at all
         assert await first.wait() == -signal.SIGKILL
         killed_at = len(answers(h, "runner"))
-        await asyncio.sleep(0)  # the sender goes on while the bot is down
+        sent_at_kill = sent
+        # The sender goes on while the bot is down: a command lands in the outage.
+        await async_wait_until(lambda: sent > sent_at_kill or sender.done(), 10 * UNIT)
         second = await BotProcess.start(*args, env=env)
         await sender
         await second.wait_for_log("bot ready")

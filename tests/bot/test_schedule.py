@@ -121,7 +121,7 @@ class Recorder:
 
     async def __call__(self, job: Job) -> None:
         self.calls.append((job.key, job.args, self.clock.now()))
-        if self.block is not None:
+        if self.block is not None and job.key != "witness":  # see after_due_jobs_ran
             await self.block.wait()
 
 
@@ -140,7 +140,7 @@ async def sched(clock: FakeClock) -> AsyncIterator[tuple[Scheduler, Recorder]]:
         await s.close()
 
 
-async def asleep(clock: FakeClock, job: Job) -> None:
+async def until_waiting(clock: FakeClock, job: Job) -> None:
     """Wait until ``job`` waits on the clock for a moment after now."""
     await async_wait_until(
         lambda: (
@@ -153,20 +153,31 @@ async def asleep(clock: FakeClock, job: Job) -> None:
     )
 
 
+async def after_due_jobs_ran(s: Scheduler, rec: Recorder) -> None:
+    """Wait on a positive before asserting a negative: a witness job, due now and
+    started after the jobs the clock just woke, has run, so each of them that was
+    due would have run too (the loop runs ready tasks in order, and the witness
+    takes one more step to its run than a woken job). Its call is then dropped."""
+    witness = s.attach(Job("witness", print, Once(0), key="witness"))
+    await async_wait_until(lambda: witness.state is JobState.DONE, what="the witness job")
+    assert rec.calls[-1][0] == "witness"
+    del rec.calls[-1]
+
+
 async def test_a_daily_job_runs_when_the_clock_reaches_it(
     clock: FakeClock, sched: tuple[Scheduler, Recorder]
 ) -> None:
     s, rec = sched
     job = s.attach(Job("standup", lambda: None, DailyAt("09:30", days="mon-fri")))
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     assert job.next_run == utc(2026, 1, 5, 9, 30)
     clock.advance(minutes=89)
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     assert rec.calls == []
     clock.advance(minutes=1)
     await async_wait_until(lambda: len(rec.calls) == 1)
     assert rec.calls[0][2] == utc(2026, 1, 5, 9, 30)
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     assert job.next_run == utc(2026, 1, 6, 9, 30)
     assert job.runs == 1
 
@@ -175,7 +186,7 @@ async def test_every_on_the_fake_clock(clock: FakeClock, sched: tuple[Scheduler,
     s, rec = sched
     job = s.attach(Job("tick", lambda: None, Every(60)))
     for n in range(1, 4):
-        await asleep(clock, job)
+        await until_waiting(clock, job)
         clock.advance(seconds=60)
         await async_wait_until(lambda n=n: len(rec.calls) == n)
     assert [c[2] for c in rec.calls] == [MONDAY_8 + timedelta(minutes=m) for m in (1, 2, 3)]
@@ -187,7 +198,7 @@ async def test_later_runs_once_with_its_arguments(
     s, rec = sched
     job = s.attach(Job("remind", print, Once(timedelta(minutes=10)), args=("alice",), key="r-a"))
     assert s.jobs["r-a"] is job
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     clock.advance(minutes=10)
     await async_wait_until(lambda: job.state is JobState.DONE)
     assert rec.calls == [("r-a", ("alice",), MONDAY_8 + timedelta(minutes=10))]
@@ -198,13 +209,13 @@ async def test_later_runs_once_with_its_arguments(
 async def test_cancel_before_it_runs(clock: FakeClock, sched: tuple[Scheduler, Recorder]) -> None:
     s, rec = sched
     job = s.attach(Job("remind", print, Once(600), key="r"))
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     assert job.cancel() is True
     assert job.cancel() is False
     assert job.state is JobState.CANCELLED
     assert "r" not in s.jobs
     clock.advance(minutes=20)
-    await asyncio.sleep(0)
+    await after_due_jobs_ran(s, rec)
     assert rec.calls == []
     with pytest.raises(UsageError, match="cancelled"):
         job.start()
@@ -218,7 +229,7 @@ async def test_later_with_the_same_key_replaces_the_pending_one(
     second = s.attach(Job("remind", print, Once(120), args=(2,), key="k"))
     assert first.state is JobState.CANCELLED
     assert s.jobs["k"] is second
-    await asleep(clock, second)
+    await until_waiting(clock, second)
     clock.advance(minutes=5)
     await async_wait_until(lambda: second.state is JobState.DONE)
     assert [c[1] for c in rec.calls] == [(2,)]
@@ -227,16 +238,16 @@ async def test_later_with_the_same_key_replaces_the_pending_one(
 async def test_stop_start_and_run_now(clock: FakeClock, sched: tuple[Scheduler, Recorder]) -> None:
     s, rec = sched
     job = s.attach(Job("tick", lambda: None, Every(60)))
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     job.stop()
     assert job.state is JobState.STOPPED and job.next_run is None
     clock.advance(minutes=5)
-    await asyncio.sleep(0)
+    await after_due_jobs_ran(s, rec)
     assert rec.calls == []
     await job.run_now()  # works while stopped; the schedule stays stopped
     assert len(rec.calls) == 1 and job.state is JobState.STOPPED
     job.start()
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     assert job.next_run == clock.now() + timedelta(seconds=60)
     clock.advance(seconds=60)
     await async_wait_until(lambda: len(rec.calls) == 2)
@@ -247,11 +258,11 @@ async def test_run_now_of_a_later_job_is_its_one_run(
 ) -> None:
     s, rec = sched
     job = s.attach(Job("remind", print, Once(600), key="r"))
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     await job.run_now()
     assert job.state is JobState.DONE
     clock.advance(minutes=20)
-    await asyncio.sleep(0)
+    await after_due_jobs_ran(s, rec)
     assert len(rec.calls) == 1
 
 
@@ -259,16 +270,16 @@ async def test_runs_never_overlap(clock: FakeClock, sched: tuple[Scheduler, Reco
     s, rec = sched
     rec.block = asyncio.Event()
     job = s.attach(Job("slow", lambda: None, Every(60)))
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     clock.advance(seconds=60)
     await async_wait_until(lambda: job.state is JobState.RUNNING)
     manual = asyncio.create_task(job.run_now())
     clock.advance(seconds=600)  # overruns ten periods
-    await asyncio.sleep(0)
+    await after_due_jobs_ran(s, rec)
     assert len(rec.calls) == 1  # run_now waits for the running one
     rec.block.set()
     await manual
-    await asleep(clock, job)
+    await until_waiting(clock, job)
     assert len(rec.calls) == 2
     assert job.next_run is not None and job.next_run > clock.now()
 
@@ -285,10 +296,10 @@ async def test_a_gate_decides_which_replica_runs(clock: FakeClock) -> None:
     job = s.attach(Job("tick", lambda: None, Every(60)))
     try:
         for n in range(1, 5):
-            await asleep(clock, job)
+            await until_waiting(clock, job)
             clock.advance(seconds=60)
             await async_wait_until(lambda n=n: len(asked) == n)
-        await asleep(clock, job)
+        await until_waiting(clock, job)
         assert len(rec.calls) == 2
         assert [c[2] for c in rec.calls] == [asked[1], asked[3]]
     finally:
@@ -320,7 +331,7 @@ async def test_a_job_stopped_before_the_bot_runs_does_not_start(clock: FakeClock
     job.stop()
     s.attach(job)
     try:
-        await asyncio.sleep(0)
+        await after_due_jobs_ran(s, rec)
         assert job.state is JobState.STOPPED and rec.calls == []
         job.start()
         await async_wait_until(lambda: len(rec.calls) == 1)

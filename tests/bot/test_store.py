@@ -90,7 +90,7 @@ async def test_concurrent_updates_lose_nothing(handle: StateHandle) -> None:
     counter = Store(handle, "counter")
 
     async def slow_increment(v: int | None) -> int:
-        await asyncio.sleep(0)  # a suspension inside the read-modify-write
+        await asyncio.sleep(0)  # the scenario: a suspension inside the read-modify-write
         return (v or 0) + 1
 
     results = await asyncio.gather(

@@ -12,7 +12,7 @@ from pathlib import Path
 from websockets.asyncio.server import ServerConnection, serve
 
 from concordctl.backoff import Backoff
-from concordctl.stream import EventStream, StreamState
+from concordctl.stream import EventStream, StreamHooks, StreamOptions, StreamState
 from tests.helpers.timing import UNIT, async_wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,10 +36,10 @@ async def test_a_silent_dead_connection_is_replaced_in_bounded_time() -> None:
         stream = EventStream(
             f"ws://127.0.0.1:{port}/client",
             get_token=token,
-            ping_interval=0.2,
-            ping_timeout=0.2,
-            backoff=Backoff(base=0.05, cap=0.1),
-            on_state=lambda s: states.append((time.monotonic(), s)),
+            hooks=StreamHooks(on_state=lambda s: states.append((time.monotonic(), s))),
+            options=StreamOptions(
+                ping_interval=0.2, ping_timeout=0.2, backoff=Backoff(base=0.05, cap=0.1)
+            ),
         )
 
         async def consume() -> None:

@@ -118,7 +118,13 @@ class FaultProxy:
 
     @property
     def live_connections(self) -> int:
+        """Connections forwarded now (accepted and joined to the upstream)."""
         return len(self._links)
+
+    @property
+    def listening(self) -> bool:
+        """Whether new connections are accepted (False during a ``refuse``)."""
+        return self._server is not None
 
     async def wait_for_accepted(self, count: int, within: float = 10.0) -> None:
         """Wait until ``count`` connections have been accepted in total."""
@@ -175,7 +181,7 @@ class FaultProxy:
         await self._stop_listening()
 
         async def reopen() -> None:
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(seconds)  # the scenario: an outage of that many seconds
             if not self._closed:
                 await self._listen()
 

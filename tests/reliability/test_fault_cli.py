@@ -26,6 +26,7 @@ from faultproxy import FaultProxy
 from streamcheck import Sender, poll_until
 
 from concordctl.server import EmbeddedServer
+from tests.helpers.timing import UNIT, async_wait_until
 
 # The stream's default keepalive (stream.EventStream): a ping every 20 s,
 # 10 s for the pong. tail has no flag to change it, so its bound is theirs.
@@ -93,10 +94,12 @@ class Tail:
             env=env,
         )
         tail = cls(proc)
-        async with asyncio.timeout(20):
-            while server.connected_clients() <= before:
-                assert proc.returncode is None, "".join(t for _, t in tail.stderr)
-                await asyncio.sleep(0.05)
+
+        def connected() -> bool:
+            assert proc.returncode is None, "".join(t for _, t in tail.stderr)
+            return server.connected_clients() > before
+
+        await async_wait_until(connected, 20 * UNIT, what="the tail's websocket")
         return tail
 
     async def _read_out(self) -> None:
@@ -309,14 +312,18 @@ async def test_tail_checkpoint_never_runs_ahead_of_its_output(
     try:
         await poll_until(lambda: len(tail.chat_ids()) >= 5, 20, "the first chats")
         for _ in range(8):
-            await asyncio.sleep(0.05)
+            # A new moment: the tail has printed more since the last one.
+            printed_before = len(tail.chat_ids())
+            await async_wait_until(lambda n=printed_before: len(tail.chat_ids()) > n, 10 * UNIT)
             os.kill(tail.proc.pid, signal.SIGSTOP)
             try:
-                await asyncio.sleep(0.3)  # everything already written is read meanwhile
                 saved = json.loads(await asyncio.to_thread(checkpoint.read_text))["chatId"]
-                printed = tail.chat_ids()
-                if saved not in printed:
-                    ahead.append((saved, max(printed)))
+                # Stopped, it writes nothing more: the saved chat must be among what it
+                # printed once the pipe is read to its end (waited for, not slept).
+                try:
+                    await async_wait_until(lambda s=saved: s in tail.chat_ids(), 2 * UNIT)
+                except AssertionError:
+                    ahead.append((saved, max(tail.chat_ids())))
             finally:
                 os.kill(tail.proc.pid, signal.SIGCONT)
     finally:
@@ -439,7 +446,7 @@ async def test_send_to_a_server_that_drips_its_answer_stops_at_the_deadline(
             while True:
                 writer.write(b" ")
                 await writer.drain()
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # the scenario, not a wait: a peer that drips
         except (ConnectionError, OSError):
             pass
 

@@ -20,12 +20,20 @@ from streamcheck import FAST, Collector, Sender, assert_exactly_once_in_order, p
 
 from concordctl import Client
 from concordctl.server import EmbeddedServer
+from tests.helpers.timing import UNIT, async_wait_until
 
 pytestmark = pytest.mark.slow  # a long run: `pytest -m 'not slow'` skips it
 
 CLIENTS = 6
 SENDERS = 2
-SECONDS = 4.0
+# The chaos lasts until it has bitten enough (every client reconnected this many
+# times, this many chats sent), not a fixed time; the timeout only bounds it.
+RECONNECTS = 2
+CHATS = 60
+CHAOS_TIMEOUT = 30 * UNIT
+# The bot's run: this many commands with at least this many cuts among them.
+COMMANDS = 40
+CUTS = 4
 
 
 async def test_clients_recover_everything_while_the_network_keeps_failing(
@@ -62,12 +70,13 @@ async def test_clients_recover_everything_while_the_network_keeps_failing(
             while not stop.is_set():
                 await sender.send(f"{name}-{i}")
                 i += 1
-                await asyncio.sleep(rng.uniform(0, 0.02))
+                await asyncio.sleep(rng.uniform(0, 0.02) * UNIT)  # the scenario: an uneven pace
 
         async def keep_failing() -> None:
             faults = ["cut", "cut", "refuse", "stall", "drop", "corrupt"]
             while not stop.is_set():
-                await asyncio.sleep(rng.uniform(0.2, 0.5))
+                # The scenario, not a wait: the next fault comes a few tenths of a second on.
+                await asyncio.sleep(rng.uniform(0.2, 0.5) * UNIT)
                 fault = rng.choice(faults)
                 if fault == "cut":
                     await proxy.cut()
@@ -76,7 +85,7 @@ async def test_clients_recover_everything_while_the_network_keeps_failing(
                     await proxy.cut()
                 elif fault == "stall":
                     proxy.stall(existing_only=True)
-                    await asyncio.sleep(0.3)
+                    await asyncio.sleep(0.3 * UNIT)  # the scenario: a stall that lasts
                     proxy.resume()
                 elif fault == "drop":
                     proxy.drop_bytes(rng.randint(1, 30))
@@ -85,8 +94,17 @@ async def test_clients_recover_everything_while_the_network_keeps_failing(
 
         tasks = [asyncio.create_task(send_until_stopped(s, f"s{n}")) for n, s in enumerate(senders)]
         chaos = asyncio.create_task(keep_failing())
-        await asyncio.sleep(SECONDS)
-        stop.set()
+
+        def bitten_enough() -> bool:
+            sent = sum(len(s.sent) for s in senders)
+            return sent >= CHATS and all(
+                c.state_names().count("reconnecting") >= RECONNECTS for c in collectors
+            )
+
+        try:
+            await async_wait_until(bitten_enough, CHAOS_TIMEOUT, what="the faults biting")
+        finally:
+            stop.set()
         await asyncio.gather(*tasks, chaos)
         await proxy.accept_again()
         proxy.resume()
@@ -141,18 +159,21 @@ async def test_bot_handles_every_command_once_while_the_network_keeps_failing(
         task = asyncio.create_task(bot.serve(client))
         async with asyncio.timeout(15):
             await bot.wait_ready()
-        commands = 0
-        stop_at = asyncio.get_running_loop().time() + SECONDS
-        while asyncio.get_running_loop().time() < stop_at:
+        commands = cuts = 0
+        while commands < COMMANDS or cuts < CUTS:
             await sender.send(f"!echo {commands}")
             commands += 1
             if rng.random() < 0.08:
                 await proxy.cut()
+                cuts += 1
             elif rng.random() < 0.04:
                 proxy.corrupt_bytes(rng.randint(1, 8))
-            await asyncio.sleep(rng.uniform(0, 0.03))
+            await asyncio.sleep(rng.uniform(0, 0.03) * UNIT)  # the scenario: an uneven pace
         await poll_until(lambda: len(set(handled)) >= commands, 30, "every command handled")
-        await asyncio.sleep(0.5)
+        # Every reply is out once a later command's is (one lane, in order): one more.
+        await sender.send(f"!echo {commands}")
+        commands += 1
+        await async_wait_until(lambda: _has_reply(sender, f"echoed {commands - 1}"), 15 * UNIT)
         bot.stop()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(15):
@@ -163,3 +184,8 @@ async def test_bot_handles_every_command_once_while_the_network_keeps_failing(
         replies = (await http.get("/api/chats", params={"query": "echoed", "size": 1000})).json()
     contents = [r["content"] for r in replies]
     assert len(contents) == len(set(contents)), "a command was answered twice"
+
+
+async def _has_reply(sender: Sender, content: str) -> bool:
+    found = (await sender.http.get("/api/chats", params={"query": content, "size": 50})).json()
+    return any(c["content"] == content for c in found)

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from faultproxy import FaultProxy
 
+from tests.helpers.timing import async_wait_until
+
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(OSError):
@@ -51,8 +53,7 @@ async def test_cut_resets_every_live_connection_and_new_ones_work(
     echo_proxy: FaultProxy,
 ) -> None:
     conns = [await _connect(echo_proxy) for _ in range(3)]
-    await echo_proxy.wait_for_accepted(3)
-    await asyncio.sleep(0.05)
+    await async_wait_until(lambda: echo_proxy.live_connections == 3, what="3 links")
     assert await echo_proxy.cut() == 3
     for reader, writer in conns:
         with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
@@ -88,8 +89,8 @@ async def test_stall_stalls_new_connections_too_unless_existing_only(
     echo_proxy.resume()
 
     old_reader, old_writer = await _connect(echo_proxy)
-    await echo_proxy.wait_for_accepted(echo_proxy.accepted)
-    await asyncio.sleep(0.05)
+    old_writer.write(b"1")  # the old connection is joined and flowing before the stall
+    assert await asyncio.wait_for(old_reader.readexactly(1), 5) == b"1"
     echo_proxy.stall(existing_only=True)
     assert await _roundtrip(echo_proxy, b"new") == b"new"  # a new connection flows
     old_writer.write(b"old")
@@ -140,7 +141,7 @@ async def test_refuse_then_listen_again_on_the_same_port(echo_proxy: FaultProxy)
     await echo_proxy.refuse(0.5)
     with pytest.raises(ConnectionRefusedError):
         await _connect(echo_proxy)
-    await asyncio.sleep(0.7)
+    await async_wait_until(lambda: echo_proxy.listening, what="listening again on its own")
     assert echo_proxy.port == port
     assert await _roundtrip(echo_proxy) == b"ping"
     await echo_proxy.refuse(30)
@@ -162,8 +163,7 @@ async def test_upstream_down_resets_the_client() -> None:
 
 async def test_close_ends_every_connection(echo_proxy: FaultProxy) -> None:
     reader, writer = await _connect(echo_proxy)
-    await echo_proxy.wait_for_accepted(1)
-    await asyncio.sleep(0.05)
+    await async_wait_until(lambda: echo_proxy.live_connections == 1, what="the link")
     echo_proxy.stall()
     await echo_proxy.close()
     with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):

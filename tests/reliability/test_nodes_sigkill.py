@@ -181,7 +181,7 @@ async def test_a_sigkilled_node_costs_its_clients_one_reconnect_and_nothing_else
                     if n == count // 3 and node == 0:
                         victim.send_signal(signal.SIGKILL)  # mid-run, requests in flight
                         killed.set()
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # a yield: the three senders interleave
 
         await asyncio.gather(*(sender(node, 60) for node in range(3)))
         assert killed.is_set()

@@ -28,6 +28,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from concordctl.server import EmbeddedServer, ServerConfig
+from tests.helpers.timing import UNIT, async_wait_until
 
 PASSWORD = "security-admin-pw-1"
 
@@ -288,8 +289,9 @@ async def test_websocket_connections_per_user_are_capped(server: EmbeddedServer)
         with pytest.raises(InvalidStatus) as refused:
             await connect(url, open_timeout=5)
         assert refused.value.response.status_code == 429
+        before = server.connected_clients()
         await sockets.pop().close()
-        await asyncio.sleep(0.2)
+        await async_wait_until(lambda: server.connected_clients() < before, what="a freed slot")
         sockets.append(await connect(url, open_timeout=5))  # a freed slot is usable again
     finally:
         await asyncio.gather(*(s.close() for s in sockets))
@@ -330,7 +332,10 @@ async def test_no_token_or_password_in_any_log_line_or_cli_output(
             await http.get("/api/self", headers={"Authorization": "Bearer forged.tok.en"})
         ws = server.url.replace("http", "ws", 1) + "/client?token="
         async with connect(ws + token, open_timeout=5) as sock:
-            await asyncio.sleep(0.3)
+            # online_delay passes: the presence change is logged and sent (waited for).
+            async with asyncio.timeout(5 * UNIT):
+                while json.loads(await sock.recv()).get("type") != "user_status_updated":
+                    pass
             await sock.send('{"type": "chat_written", "channelId": 1, "content": "x"}')
         with pytest.raises(InvalidStatus):
             await connect(ws + "forged.tok.en", open_timeout=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -80,6 +81,7 @@ class Watcher:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.received: collections.Counter[str] = collections.Counter()  # frames per type
         self.closed: asyncio.Future[tuple[int | None, str | None]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -87,7 +89,9 @@ class Watcher:
     async def _pump(self) -> None:
         try:
             async for raw in self.ws:
-                self.frames.put_nowait(json.loads(raw))
+                frame = json.loads(raw)
+                self.received[frame.get("type")] += 1
+                self.frames.put_nowait(frame)
         except websockets.ConnectionClosed:
             pass
         finally:

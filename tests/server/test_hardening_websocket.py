@@ -100,7 +100,7 @@ async def test_a_ping_flood_that_never_reads_is_closed_as_a_slow_reader(
             # 200 MB of pongs would be the old unbounded growth; the limit is 256 KB.
             while server.connected_clients() == 2 and sent < 1500:
                 if not await flooder.write(pings):
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # a yield: the server's side runs meanwhile
                 sent += 1
             await async_wait_until(
                 lambda: server.connected_clients() == 1, timeout=5 * UNIT, what="flooder dropped"
@@ -257,7 +257,7 @@ async def test_readers_of_a_heavy_but_legal_burst_are_not_called_slow(
             for i in range(5):
                 for j in range(100):
                     server.state.hub.broadcast(json.dumps({"type": "bulk", "n": i * 100 + j}))
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # the scenario: each burst is one loop iteration
             got = [await reader.next("bulk") for _ in range(500)]
             assert [f["n"] for f in got] == list(range(500))
             chat = await admin.send(general, "fine")

@@ -11,6 +11,7 @@ import websockets
 
 from concordctl.server import EmbeddedServer, ServerConfig
 from concordctl.server.hub import SLOW_CLIENT_CODE
+from tests.helpers.timing import async_wait_until
 from tests.server.helpers import general_id, login, watch
 
 FRAME = '{"type": "bulk", "pad": "' + "x" * 16_000 + '"}'
@@ -51,7 +52,8 @@ async def test_slow_client_is_disconnected_and_others_lose_nothing(
             while all(not s.closing for s in server.state.hub.subscribers):
                 await server.broadcast_raw(FRAME)
                 sent += 1
-                await asyncio.sleep(0.002)
+                # Paced by the fast reader, not the clock: it keeps up, the slow one backs up.
+                await async_wait_until(lambda n=sent: fast.received["bulk"] >= n, what="reader")
                 assert sent < 5000, "the slow client was never disconnected"
             chats = [await admin.send(general, f"after {i}") for i in range(20)]
             for _ in range(sent):
@@ -86,7 +88,8 @@ async def test_a_client_that_never_reads_is_dropped(
                 while server.connected_clients() == 2:
                     await server.broadcast_raw(FRAME)
                     sent += 1
-                    await asyncio.sleep(0.002)
+                    # Paced by the fast reader, not the clock, as above.
+                    await async_wait_until(lambda n=sent: fast.received["bulk"] >= n, what="reader")
                     assert sent < 5000, "the stuck client was never dropped"
                 for _ in range(sent):
                     assert (await fast.next())["type"] == "bulk"

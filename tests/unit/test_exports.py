@@ -198,6 +198,8 @@ PUBLIC = {
         "EventStream",
         "SNOWFLAKE_EPOCH_MS",
         "SeenChats",
+        "StreamHooks",
+        "StreamOptions",
         "StreamState",
         "WarnLimiter",
         "close_reason",
