@@ -468,6 +468,9 @@ def _make_config() -> ServerConfig:
         db_path=":memory:",
         admin_password="admin-" + secrets.token_hex(8),
         online_delay=0.2,
+        # Cheap password hashes (2**10: about 1 ms, not 0.1 s): a test server
+        # registers and logs in users all the time, and guards nothing.
+        password_cost=2**10,
         # A bot's tests make the channels they need as ordinary test users;
         # roles are the server's concern, tested in its own suite.
         open_channels=True,

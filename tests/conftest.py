@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from concordctl.server import EmbeddedServer, ServerConfig, ServerThread
+from tests.helpers import TEST_PASSWORD_COST
 from tests.helpers.accounts import aregister, register
 from tests.helpers.postgres import postgres_url
 
@@ -37,6 +38,7 @@ def server_config(admin_password: str) -> ServerConfig:
         db_path=":memory:",
         admin_password=admin_password,
         online_delay=0.2,
+        password_cost=TEST_PASSWORD_COST,
     )
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -33,11 +34,13 @@ from concordctl.ids import MAX_ID
 __all__ = [
     "ISSUER",
     "MAX_USERNAME_CHARS",
+    "SCRYPT_N",
     "LoginGuard",
     "LoginLimiter",
     "TokenClaims",
     "TokenError",
     "TokenSigner",
+    "dummy_hash",
     "hash_password",
     "load_or_create_key",
     "random_password",
@@ -46,7 +49,8 @@ __all__ = [
 ]
 
 ISSUER = "Concord"
-_SCRYPT_N = 2**14
+#: scrypt's cost (N) for new hashes; each hash stores its own, so a change keeps old ones valid.
+SCRYPT_N = 2**14
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _KEY_FILE_MODE = 0o600
@@ -59,7 +63,7 @@ def random_password() -> str:
     return secrets.token_urlsafe(18)
 
 
-def hash_password(password: str, *, n: int = _SCRYPT_N) -> str:
+def hash_password(password: str, *, n: int = SCRYPT_N) -> str:
     """``scrypt$n$r$p$salt$hash`` (salt and hash base64)."""
     salt = os.urandom(16)
     digest = hashlib.scrypt(
@@ -88,9 +92,11 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-# A hash to spend the same time on when the username does not exist, so
-# response times do not tell which usernames exist.
-DUMMY_HASH = hash_password(secrets.token_hex(8))
+@functools.cache
+def dummy_hash(n: int = SCRYPT_N) -> str:
+    """A hash of cost ``n`` to spend the same time on when the username does not
+    exist, so response times do not tell which usernames exist."""
+    return hash_password(secrets.token_hex(8), n=n)
 
 
 _memory_key: list[rsa.RSAPrivateKey] = []

@@ -66,6 +66,10 @@ class ServerConfig:
     ssl_keyfile: str | None = None
     #: Origins allowed by CORS; empty (the default) sends no CORS headers at all.
     cors_origins: tuple[str, ...] = ()
+    #: scrypt's cost N (a power of 2) for new password hashes: 2**14, about 0.1 s
+    #: a hash here. Test servers (concordctl.testing, the test suite) use 2**10;
+    #: never lower it for a server people use.
+    password_cost: int = 2**14
 
     # Limits (README, "The embedded server").
     max_content_chars: int = 4000
@@ -132,6 +136,9 @@ class ServerConfig:
     http_impl: str = "h11"
 
     def __post_init__(self) -> None:
+        cost = self.password_cost
+        if cost < 2**4 or cost > 2**20 or cost & (cost - 1):
+            raise ValueError("password_cost must be a power of 2 from 2**4 to 2**20")
         if self.cluster_url is None and is_postgres_url(self.db_path):
             self.cluster_url = str(self.db_path)
 

@@ -206,7 +206,7 @@ async def post_token(request: Request) -> Response:
             429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)}
         )
     user = await state.store.user_by_name(creds.username)
-    stored = user.password_hash if user else auth.DUMMY_HASH
+    stored = user.password_hash if user else auth.dummy_hash(state.config.password_cost)
     ok = await asyncio.to_thread(auth.verify_password, creds.password, stored)
     if user is None or not ok:
         logins.failed(address, creds.username)
@@ -251,7 +251,9 @@ async def register(request: Request) -> Response:
             "too many registrations from this address; try again later",
             {"Retry-After": str(int(wait) + 1)},
         )
-    hashed = await asyncio.to_thread(auth.hash_password, creds.password)
+    hashed = await asyncio.to_thread(
+        auth.hash_password, creds.password, n=state.config.password_cost
+    )
     user = await state.store.add_user(creds.username, hashed)
     if user is None:
         raise ApiError(400, "username taken")
@@ -292,7 +294,9 @@ async def set_password(request: Request) -> Response:
     body = await _body(request, p.NewPassword)
     if not body.new_password or len(body.new_password) > 1024:
         raise ApiError(400, "newPassword must be 1-1024 characters")
-    hashed = await asyncio.to_thread(auth.hash_password, body.new_password)
+    hashed = await asyncio.to_thread(
+        auth.hash_password, body.new_password, n=state.config.password_cost
+    )
     await state.store.set_password(user.id, hashed)
     await close_sessions(state, user.id, "password changed")
     return empty_response()

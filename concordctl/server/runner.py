@@ -70,11 +70,31 @@ for _name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn without its signal handling: the owner of the loop decides."""
+    """uvicorn without its signal handling: the owner of the loop decides.
+
+    uvicorn looks at ``should_exit`` every 0.1 s; :meth:`exit` also wakes its
+    loop, so a stop (every test's teardown, a ``restart``) does not wait for
+    the next look.
+    """
+
+    _woken: asyncio.Event | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    def exit(self) -> None:
+        self.should_exit = True
+        if self._woken is not None:
+            self._woken.set()
+
+    async def main_loop(self) -> None:
+        self._woken = asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):  # the date header, once a second
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), 0.1)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -298,7 +318,7 @@ class EmbeddedServer:
             key = await asyncio.to_thread(auth.load_or_create_key, key_path_for(db))
             if not await store.is_seeded():
                 password = cfg.admin_password or auth.random_password()
-                hashed = await asyncio.to_thread(auth.hash_password, password)
+                hashed = await asyncio.to_thread(auth.hash_password, password, n=cfg.password_cost)
                 if await store.seed(hashed):
                     self.admin_password = password
         except BaseException:
@@ -358,7 +378,7 @@ class EmbeddedServer:
         state.shutting_down = True
         await state.hub.close_all(code, reason)
         if self._uvicorn is not None and self._task is not None:
-            self._uvicorn.should_exit = True
+            self._uvicorn.exit()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._uvicorn = None

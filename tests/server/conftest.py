@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from concordctl.server import EmbeddedServer, ServerConfig
+from tests.helpers import TEST_PASSWORD_COST
 from tests.server.helpers import User, login
 
 
@@ -30,7 +31,12 @@ def db(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def server_config(admin_password: str, db: str) -> ServerConfig:
     return ServerConfig(
-        host="127.0.0.1", port=0, db_path=db, admin_password=admin_password, online_delay=0.2
+        host="127.0.0.1",
+        port=0,
+        db_path=db,
+        admin_password=admin_password,
+        online_delay=0.2,
+        password_cost=TEST_PASSWORD_COST,
     )
 
 

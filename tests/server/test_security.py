@@ -12,6 +12,7 @@ import pytest
 
 from concordctl.server import EmbeddedServer, ServerConfig
 from concordctl.server.config import key_path_for
+from tests.helpers import TEST_PASSWORD_COST
 from tests.server.helpers import User, general_id, login, register_and_login
 
 
@@ -162,3 +163,27 @@ async def test_everything_survives_a_restart_on_the_same_file(tmp_path: Path) ->
             assert newer["id"] > chat["id"]
             found = await same_token.get("/api/chats", params={"query": "persisted"})
             assert [c["id"] for c in found.json()] == [chat["id"]]
+
+
+async def test_passwords_are_scrypt_at_the_production_cost_unless_configured(
+    tmp_path: Path,
+) -> None:
+    # The suite's servers hash cheaply (TEST_PASSWORD_COST); a server started
+    # as users start it must not: scrypt N=2**14, r=8, stored with each hash.
+    from concordctl.server import auth
+
+    assert ServerConfig().password_cost == auth.SCRYPT_N == 2**14
+    with pytest.raises(ValueError, match="power of 2"):
+        ServerConfig(password_cost=1000)
+    for cost in (auth.SCRYPT_N, TEST_PASSWORD_COST):
+        db = tmp_path / f"cost-{cost}.db"
+        async with EmbeddedServer(ServerConfig(db_path=db, password_cost=cost)) as server:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                await register_and_login(http, "carol", "pw-carol-1")
+            stored = await server.state.store.user_by_name("carol")
+            assert stored is not None
+            assert stored.password_hash.split("$")[:4] == ["scrypt", str(cost), "8", "1"]
+            assert auth.verify_password("pw-carol-1", stored.password_hash)
+            assert not auth.verify_password("pw-carol-2", stored.password_hash)
+        # a login for a name that does not exist spends a hash of the same cost
+        assert auth.dummy_hash(cost).split("$")[1] == str(cost)
