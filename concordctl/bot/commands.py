@@ -28,6 +28,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from operator import call
 from typing import Annotated, Any, Literal, TypeVar
 
 from concordctl.errors import ConcordError, UsageError
@@ -471,56 +472,46 @@ class CommandSignature:
     def bind(self, body: str, words: list[Token] | None = None) -> tuple[list[Any], dict[str, Any]]:
         """Positional and keyword arguments for the handler, or an :class:`ArgumentError`.
 
-        ``words`` are ``tokenize(body)``, made here when not given.
+        ``words`` are ``tokenize(body)``, made here when not given. The common
+        line (no quotes, one word per parameter, options exactly as declared)
+        is bound right here from ``body.split()``; anything else (``--x=1``,
+        ``--no-x``, ``--``, a typo, a word too many or too few, a word that
+        does not convert) goes to the general binder, which says what is wrong.
         """
         if self._plain and '"' not in body and "'" not in body:
-            found = self._bind_plain(body)
-            if found is not None:
-                return found
+            try:
+                return self._bind_plain(body.split())
+            except (_Bad, KeyError, StopIteration):
+                pass
         return self._bind(body, tokenize(body) if words is None else words)
 
-    def _bind_plain(self, body: str) -> tuple[list[Any], dict[str, Any]] | None:
-        """The quick binder: unquoted words, one per parameter, options exactly as declared.
-
-        None sends anything else to :meth:`_bind`: ``--x=1``, ``--no-x``, ``--``,
-        a typo, a missing or extra word, a word that does not convert (the
-        general binder then says which parameter and why).
-        """
-        words = body.split()
+    def _bind_plain(self, words: list[str]) -> tuple[list[Any], dict[str, Any]]:
+        """:meth:`bind`'s quick path; ``_Bad`` for anything it does not take."""
         kwargs = self._option_defaults.copy()
-        try:
-            if self._plain_options and "--" in body:
-                options = self._plain_options
-                positional: list[str] = []
-                it = iter(words)
-                for word in it:
-                    if word[:2] != "--":
-                        positional.append(word)
-                        continue
-                    found = options.get(word)
-                    if found is None:
-                        return None
-                    name, convert = found
-                    if convert is None:  # a bool option: --force
-                        kwargs[name] = True
-                        continue
-                    value = next(it, None)
-                    if value is None:
-                        return None
-                    kwargs[name] = convert(value)
-                words = positional
-            n = len(words)
-            converters = self._plain_converters
-            if n < self._required_positional or n > len(converters):
-                return None
-            args = [convert(word) for convert, word in zip(converters, words, strict=False)]
-        except _Bad:
-            return None
+        options = self._plain_options
+        if options:
+            positional: list[str] = []
+            it = iter(words)
+            for word in it:
+                if word[:2] != "--":
+                    positional.append(word)
+                    continue
+                name, convert = options[word]  # KeyError: not an option as declared
+                if convert is None:  # a bool option: --force
+                    kwargs[name] = True
+                else:
+                    kwargs[name] = convert(next(it))  # StopIteration: no value
+            words = positional
+        converters = self._plain_converters
+        n = len(words)
+        if n < self._required_positional or n > len(converters):
+            raise _Bad
+        args = list(map(call, converters, words))
         if n < len(converters):
             args.extend(self._positional_defaults[n:])
         for name in self._required_options:
             if name not in kwargs:
-                return None
+                raise _Bad
         return args, kwargs
 
     def _bind(self, body: str, words: list[Token]) -> tuple[list[Any], dict[str, Any]]:

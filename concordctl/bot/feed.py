@@ -143,7 +143,10 @@ class Feed:
                             route = next(r for r in table.by_type["chat_sent"] if r.fn is fn)
                             dispatcher.inline_failed(route, ev, exc)
                     continue
-            self._one(ev)
+                self.events_seen += 1  # _one's work, for a chat no waiter can take
+                dispatcher.dispatch(ev)
+            else:
+                self._one(ev)
             if lanes.full:
                 await lanes.wait_for_room()
 
