@@ -139,12 +139,12 @@ class Context:
     def _where(self) -> tuple[int, int | None]:
         ev = self.event
         channel = event_channel_id(ev) if ev is not None else None
-        if channel is None:
+        if ev is None or channel is None:
             raise UsageError(
                 "ctx.reply: this call has no channel to answer in",
                 hint="use ctx.send(channel, text)",
             )
-        return channel, event_thread_id(ev)  # type: ignore[arg-type]
+        return channel, event_thread_id(ev)
 
     async def reply(self, text: str) -> Chat:
         """Send ``text`` to the event's channel (and thread)."""
