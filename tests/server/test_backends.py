@@ -196,8 +196,11 @@ async def test_an_expensive_search_does_not_stall_other_users(
             loaded.append(await _timed_get(http, light, bystander.token))
         heavy_seconds = await search
         assert time.perf_counter() - started >= heavy_seconds
-        # The search must be expensive enough that a stall would show...
-        assert heavy_seconds > 20 * unloaded, (heavy_seconds, unloaded)
+        # The search must be expensive enough that a stall would show: behind
+        # a stalled loop the light requests would take a good part of
+        # heavy_seconds, failing the checks below. 10x leaves room for the
+        # light request's own noise on a busy machine (20x failed once at 18x).
+        assert heavy_seconds > 10 * unloaded, (heavy_seconds, unloaded)
         assert len(loaded) >= 5, (len(loaded), heavy_seconds, unloaded)
         # ...and the others keep about their usual latency meanwhile.
         during = statistics.median(loaded)
