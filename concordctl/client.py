@@ -130,6 +130,11 @@ class Client:
     The REST client (``c.rest``) is made by the first call that needs it: a
     stream that already has a fresh token (``tail`` with ``CONCORD_TOKEN``)
     never imports httpx, which is most of a command's start-up.
+
+    ``threaded_http=True`` sends each REST request on httpx's blocking
+    transport in a thread of its own instead of httpx's asyncio pool; it
+    starts about 30 ms quicker (it needs no anyio), which a one-shot command
+    line notices and a long-lived client does not.
     """
 
     def __init__(
@@ -147,6 +152,7 @@ class Client:
         settings: Settings | None = None,
         max_retries: int = 3,
         stream_options: dict[str, Any] | None = None,
+        threaded_http: bool = False,
     ) -> None:
         if settings is None:
             settings = resolve_settings(
@@ -163,6 +169,7 @@ class Client:
         self.settings = settings
         self._ssl = ssl_context(settings)  # also checks the server URL, now
         self._max_retries = max_retries
+        self._threaded_http = threaded_http
         self._rest: RestClient | None = None
         self._closed = False
         self.stream_options: dict[str, Any] = dict(stream_options or {})
@@ -195,6 +202,7 @@ class Client:
                 # Redirects are not followed, so no request can reach https unverified.
                 verify=self._ssl if self._ssl is not None else False,
                 max_retries=self._max_retries,
+                threaded=self._threaded_http,
             )
         return self._rest
 

@@ -1,23 +1,32 @@
-"""The HTTP transport under the REST client: every answer's body is size-capped.
+"""The HTTP transports under the REST client.
 
-An endless body once grew the client to gigabytes in seconds. This transport
-wraps httpx's (or a test's) and fails a response as soon as its declared or
-received size passes the request's cap: ``request.extensions[MAX_BODY]``
-bytes, else ``default_cap``. Responses are asked for without compression
+:class:`CappedTransport`: every answer's body is size-capped. An endless body
+once grew the client to gigabytes in seconds. This transport wraps httpx's
+(or a test's) and fails a response as soon as its declared or received size
+passes the request's cap: ``request.extensions[MAX_BODY]`` bytes, else
+``default_cap``. Responses are asked for without compression
 (``Accept-Encoding: identity`` is set by the REST client), so the bytes
 counted are the bytes kept: no decompression bomb.
+
+:class:`ThreadedTransport`: httpx's blocking transport, each request in a
+daemon thread of its own, for a client that lives for one command line (see
+its docstring for why).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
 from concordctl.errors import ProtocolViolation
 from concordctl.responses import MAX_BODY
 
-__all__ = ["DEFAULT_MAX_BODY", "MAX_BODY", "CappedTransport"]
+__all__ = ["DEFAULT_MAX_BODY", "MAX_BODY", "CappedTransport", "ThreadedTransport"]
 
 #: JSON answers: far above any page of the contract (100 chats of 64 KiB are 6.4 MiB).
 DEFAULT_MAX_BODY = 8 * 2**20
@@ -70,3 +79,75 @@ class CappedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class ThreadedTransport(httpx.AsyncBaseTransport):
+    """httpx's blocking transport under the async client, one daemon thread per request.
+
+    httpx's asyncio transport runs on httpcore, which needs anyio under
+    asyncio: about 30 ms of imports, a sixth of a whole ``concordctl send``,
+    paid by every CI step that posts a chat. httpx's blocking transport
+    needs none of it, and run in a thread it does not block the event loop,
+    so every layer above (the token's renewal, retries, the size cap, the
+    command's deadline) is the same code as with the asyncio transport.
+
+    A request whose caller stops waiting (the command's deadline, Ctrl-C) is
+    abandoned in its daemon thread, which ends at its own read timeout or
+    with the process. The body is read in the thread, at most one byte past
+    the request's cap (none of it when the declared length is past it), so
+    :class:`CappedTransport` around this one still refuses an oversized
+    answer, and this one never holds more than that. Long-lived
+    clients (a bot, ``tail``) are better served by httpx's pool.
+    """
+
+    def __init__(self, *, verify: Any = True) -> None:
+        self._sync = httpx.HTTPTransport(verify=verify, trust_env=False)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(request.stream, httpx.SyncByteStream):
+            request.stream = httpx.ByteStream(await request.aread())
+        cap = int(request.extensions.get(MAX_BODY, DEFAULT_MAX_BODY))
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[httpx.Response, bytes]] = loop.create_future()
+
+        def settle(response: Any, body: bytes, error: BaseException | None) -> None:
+            if answer.done():
+                return  # the caller stopped waiting
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result((response, body))
+
+        def exchange() -> None:
+            response: httpx.Response | None = None
+            body = bytearray()
+            error: BaseException | None = None
+            try:
+                response = self._sync.handle_request(request)
+                try:
+                    declared = response.headers.get("content-length", "")
+                    if not (declared.isdigit() and int(declared) > cap):
+                        for chunk in response.iter_raw():
+                            body += chunk
+                            if len(body) > cap:
+                                break
+                finally:
+                    response.close()
+            except BaseException as exc:  # handed to the waiting task, raised there
+                error = exc
+            # A closed loop (RuntimeError): nobody waits for this answer any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, response, bytes(body), error)
+
+        threading.Thread(target=exchange, name="concordctl-http", daemon=True).start()
+        response, body = await answer
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=body,
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        self._sync.close()

@@ -85,7 +85,7 @@ def login(
     conn.server = server_url
 
     async def body() -> tuple[str, str, str]:
-        async with conn.client(username=user, password=password) as c:
+        async with conn.client(username=user, password=password, one_shot=True) as c:
             token = await c.login()
             return c.settings.base_url, c.settings.profile, token
 

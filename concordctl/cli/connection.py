@@ -117,18 +117,26 @@ class Connection:
         username: str | None = None,
         password: str | None = None,
         token: str | None = None,
+        one_shot: bool = False,
     ) -> Client:
-        """A (not yet entered) :class:`concordctl.Client` for these flags."""
+        """A (not yet entered) :class:`concordctl.Client` for these flags.
+
+        ``one_shot``: the client serves one command under its deadline, so its
+        requests take the transport that starts quickest (``threaded_http``).
+        """
         from concordctl.client import Client
 
         settings = self.settings(username=username, password=password, token=token)
-        return Client(settings=settings)
+        return Client(settings=settings, threaded_http=one_shot)
 
     def run(self, body: Callable[[Client], Awaitable[T]], *, deadline: bool = True) -> T:
-        """Open the client, run ``body(client)`` under the deadline, close it."""
+        """Open the client, run ``body(client)`` under the deadline, close it.
+
+        ``deadline=False`` is for a command that waits (``tail``, ``wait``).
+        """
 
         async def main() -> T:
-            async with self.client() as c:
+            async with self.client(one_shot=deadline) as c:
                 return await body(c)
 
         return self.run_coro(main(), deadline=deadline)

@@ -8,6 +8,7 @@ just enough HTTP/1.1; respx stands in for a redirect and an echoing error body.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -59,8 +60,14 @@ async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
         await server.wait_closed()
 
 
+#: Both transports of the REST client: httpx's asyncio pool, and its blocking
+#: one in a thread per request (the command line's, concordctl.transport).
+threaded = pytest.mark.parametrize("threaded", [False, True], ids=["asyncio", "threaded"])
+
+
+@threaded
 async def test_a_dripping_answer_hits_the_total_deadline(
-    raw_server: Callable[[Handler], Awaitable[str]],
+    raw_server: Callable[[Handler], Awaitable[str]], threaded: bool
 ) -> None:
     async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
@@ -72,7 +79,7 @@ async def test_a_dripping_answer_hits_the_total_deadline(
 
     url = await raw_server(drip)
     deadline = 0.5 * UNIT
-    async with RestClient(url, token="a.b.c", timeout=deadline) as rest:
+    async with RestClient(url, token="a.b.c", timeout=deadline, threaded=threaded) as rest:
         started = time.monotonic()
         with pytest.raises(TimedOut, match="did not answer within") as info:
             await rest.channels()
@@ -81,8 +88,9 @@ async def test_a_dripping_answer_hits_the_total_deadline(
     assert info.value.exit_code == 124
 
 
+@threaded
 async def test_an_endless_body_is_cut_at_the_cap(
-    raw_server: Callable[[Handler], Awaitable[str]],
+    raw_server: Callable[[Handler], Awaitable[str]], threaded: bool
 ) -> None:
     sent = 0
 
@@ -97,14 +105,15 @@ async def test_an_endless_body_is_cut_at_the_cap(
             await writer.drain()
 
     url = await raw_server(endless)
-    async with RestClient(url, token="a.b.c", timeout=10 * UNIT) as rest:
+    async with RestClient(url, token="a.b.c", timeout=10 * UNIT, threaded=threaded) as rest:
         with pytest.raises(ProtocolViolation, match="larger than 8 MiB"):
             await rest.channels()
     assert sent < 64 * 2**20  # stopped reading soon after the cap, not at the deadline
 
 
+@threaded
 async def test_a_declared_huge_body_is_refused_before_reading(
-    raw_server: Callable[[Handler], Awaitable[str]],
+    raw_server: Callable[[Handler], Awaitable[str]], threaded: bool
 ) -> None:
     async def huge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n")
@@ -112,11 +121,36 @@ async def test_a_declared_huge_body_is_refused_before_reading(
         await asyncio.sleep(60 * UNIT)
 
     url = await raw_server(huge)
-    async with RestClient(url, token="a.b.c", timeout=5 * UNIT) as rest:
+    async with RestClient(url, token="a.b.c", timeout=5 * UNIT, threaded=threaded) as rest:
         started = time.monotonic()
         with pytest.raises(ProtocolViolation, match="larger than"):
             await rest.image(7)  # even the image cap (32 MiB) is far below
         assert time.monotonic() - started < 2 * UNIT
+
+
+async def test_a_threaded_request_its_caller_gave_up_on_is_left_to_its_daemon_thread(
+    raw_server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    answered = asyncio.Event()
+
+    async def silent_then_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not answered.is_set():
+            answered.set()
+            await asyncio.sleep(60 * UNIT)  # the first request never gets an answer
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: 2\r\n\r\n[]")
+        await writer.drain()
+
+    url = await raw_server(silent_then_ok)
+    async with RestClient(url, token="a.b.c", timeout=30 * UNIT, threaded=True) as rest:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3 * UNIT):  # a command's deadline, say
+                await rest.channels()
+        assert time.monotonic() - started < 2 * UNIT  # not the request's own 30 s
+        workers = [t for t in threading.enumerate() if t.name == "concordctl-http"]
+        assert workers and all(t.daemon for t in workers)  # none can hold the process
+        assert await rest.channels() == []  # the client still works
 
 
 BASE = "http://127.0.0.1:9"

@@ -212,7 +212,12 @@ PUBLIC = {
     "concordctl.streamstate": ["ConnectionState", "IllegalTransition", "StreamState", "transition"],
     "concordctl.sync": ["channels", "edit_chat", "latest_chats", "me", "react", "run", "send_chat"],
     "concordctl.tokens": ["Step", "TokenState", "renew_margin", "token_expiry", "token_is_fresh"],
-    "concordctl.transport": ["CappedTransport", "DEFAULT_MAX_BODY", "MAX_BODY"],
+    "concordctl.transport": [
+        "CappedTransport",
+        "DEFAULT_MAX_BODY",
+        "MAX_BODY",
+        "ThreadedTransport",
+    ],
 }
 
 
