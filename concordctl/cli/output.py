@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -108,18 +109,65 @@ def compile_jq(expr: str) -> Any:
 
 
 def jq_lines(expr: str, document: bytes) -> bytes:
-    """What ``jq -r EXPR`` prints for ``document``: one result a line, strings raw."""
+    """What ``jq -r EXPR`` prints for ``document``: one result a line, strings raw.
+
+    jq's numbers are doubles: an id past 2**53 (every snowflake) comes out
+    of it rounded, a different id. Each such number in the output is put
+    back to the id of the input it was rounded from; two ids that round to
+    the same double cannot be told apart, and a warning says so.
+    """
     import json
 
     try:
         results = compile_jq(expr).input_text(document.decode("utf-8")).all()
     except ValueError as exc:
         raise UsageError(f"--jq {expr!r} failed: {str(exc).strip()}") from None
+    exact = _rounded_ids(document)
     out = []
     for value in results:
+        if exact:
+            value = _unround(value, exact)
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         out.append(text.encode("utf-8") + b"\n")
     return b"".join(out)
+
+
+_LONG_INT = re.compile(rb"(?<![\w.])-?\d{16,}(?![\w.])")
+_EXACT_LIMIT = 2**53
+_warned_ambiguous = False
+
+
+def _rounded_ids(document: bytes) -> dict[int, int | None]:
+    """What jq turns each integer past 2**53 of ``document`` into, and back (None: two)."""
+    exact: dict[int, int | None] = {}
+    for m in _LONG_INT.finditer(document):
+        value = int(m.group())
+        if abs(value) <= _EXACT_LIMIT:
+            continue
+        rounded = int(float(value))
+        if exact.setdefault(rounded, value) not in (value, None):
+            exact[rounded] = None
+    return exact
+
+
+def _unround(value: Any, exact: dict[int, int | None]) -> Any:
+    global _warned_ambiguous
+    if isinstance(value, dict):
+        return {k: _unround(v, exact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unround(v, exact) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and value in exact:
+        original = exact[int(value)]
+        if original is not None:
+            return original
+        if not _warned_ambiguous:
+            _warned_ambiguous = True
+            print(
+                f"concordctl: --jq: {int(value)} may be off by a little: jq rounds numbers "
+                "past 2^53 and two ids of the input round to it; --json shows them exactly",
+                file=sys.stderr,
+            )
+    return value
 
 
 # --------------------------------------------------------------------------

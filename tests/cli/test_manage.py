@@ -57,6 +57,9 @@ def test_channels_create_list_and_delete(cli: Cli, admin: Account) -> None:
     r = cli("channels", "--jq", ".[].name", env=admin.env)
     assert r.code == 0, r.err
     assert set(r.lines()) == {"general", "releases"}  # top level only: nightly is a child
+    # a snowflake through jq (whose numbers are doubles) comes out as the very id
+    r = cli("channels", "--jq", '.[] | select(.name == "releases") | .id', env=admin.env)
+    assert r.code == 0 and r.lines() == [str(cid)], (r.out, r.err)
 
     # delete refuses without --yes when stdin is not a terminal...
     r = cli("channels", "delete", "nightly", env=admin.env)
