@@ -72,10 +72,14 @@ for _name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
 class _Uvicorn(uvicorn.Server):
     """uvicorn without its signal handling: the owner of the loop decides.
 
-    uvicorn looks at ``should_exit`` every 0.1 s; :meth:`exit` also wakes its
-    loop, so a stop (every test's teardown, a ``restart``) does not wait for
-    the next look.
+    uvicorn looks at ``should_exit`` every 0.1 s, then its shutdown sleeps
+    0.1 s and polls its connections every 0.1 s. :meth:`exit` wakes its loop
+    and :meth:`shutdown` polls every 5 ms, so a stop (a ``restart``, every
+    test's teardown) costs what closing costs, not 0.1-0.3 s.
     """
+
+    #: How often shutdown looks whether the connections and tasks are done.
+    _SHUTDOWN_POLL = 0.005
 
     _woken: asyncio.Event | None = None
 
@@ -87,6 +91,29 @@ class _Uvicorn(uvicorn.Server):
         self.should_exit = True
         if self._woken is not None:
             self._woken.set()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's own shutdown (as of 0.54), polling every 5 ms instead of every 100."""
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()
+        try:
+            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
+                # uvicorn's sets of connections and tasks have no event to wait on.
+                while (state.connections or state.tasks) and not self.force_exit:  # noqa: ASYNC110
+                    await asyncio.sleep(self._SHUTDOWN_POLL)
+                for server in self.servers:
+                    await server.wait_closed()
+        except TimeoutError:
+            log.error("cancelling %d request(s) still running at shutdown", len(state.tasks))
+            for task in state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
     async def main_loop(self) -> None:
         self._woken = asyncio.Event()
