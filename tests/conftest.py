@@ -8,6 +8,7 @@
 * ``postgres_url``: a fresh PostgreSQL database for the test (``tests/helpers/postgres.py``).
 * ``server_config``: the config both use; override it in a module to change
   limits (``token_seconds=3``, ``ws_queue_size=8``...).
+* ``one_signing_key`` (automatic): one RSA key for every in-process server.
 """
 
 from __future__ import annotations
@@ -23,6 +24,21 @@ from tests.helpers.accounts import aregister, register
 from tests.helpers.postgres import postgres_url
 
 __all__ = ["postgres_url"]  # fixture re-exported for every test module
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_signing_key() -> Iterator[None]:
+    """The suite's in-process servers share one RSA key, as in-memory ones always do.
+
+    Making one takes 30-200 ms, and every server on a fresh file or
+    PostgreSQL database makes its own; servers started as processes still do.
+    """
+    from concordctl.server import auth
+
+    key = auth.new_key()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(auth, "new_key", lambda: key)
+        yield
 
 
 @pytest.fixture

@@ -186,6 +186,16 @@ def tail(
             show_default=False,
         ),
     ] = None,
+    keepalive: Annotated[
+        float,
+        typer.Option(
+            "--keepalive",
+            min=0.1,
+            metavar="SECONDS",
+            help="Ping a server that has been silent for SECONDS; no pong within half as long "
+            "and tail reconnects. A dead connection is noticed within 1.5x SECONDS.",
+        ),
+    ] = 20.0,
     *,
     conn: Connection,
 ) -> None:
@@ -220,6 +230,7 @@ def tail(
         ckpt.check_writable()
 
     async def main(c: Client) -> None:
+        c.stream_options.update(ping_interval=keepalive, ping_timeout=keepalive / 2)
         author_ids = frozenset([await c.user_id(a) for a in authors or ()])
         flt = Filter(wanted, regex, author_ids, thread, since_ms)
         await _tail(c, conn, channels or [], flt, backfill, count, timeout, ckpt)
