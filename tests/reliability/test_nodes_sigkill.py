@@ -139,8 +139,12 @@ async def test_a_sigkilled_node_costs_its_clients_one_reconnect_and_nothing_else
             ).json()["token"]
             vic_id = vic.json()["id"]
         vic_ws = await stack.enter_async_context(
+            # Nobody reads vic's socket: with a bounded queue it would stop
+            # reading once full, never see its node die, and its close would
+            # wait out the 10 s close timeout.
             websockets.connect(
-                three_nodes[0][1].replace("http", "ws") + f"/client?token={vic_token}"
+                three_nodes[0][1].replace("http", "ws") + f"/client?token={vic_token}",
+                max_queue=None,
             )
         )
         assert vic_ws is not None
