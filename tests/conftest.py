@@ -9,12 +9,14 @@
 * ``server_config``: the config both use; override it in a module to change
   limits (``token_seconds=3``, ``ws_queue_size=8``...).
 * ``one_signing_key`` (automatic): one RSA key for every in-process server.
+* ``one_tls_context`` (automatic): one default TLS context for every httpx client.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,37 @@ def one_signing_key() -> Iterator[None]:
     key = auth.new_key()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(auth, "new_key", lambda: key)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context() -> Iterator[None]:
+    """httpx clients made with the default ``verify=True`` share one TLS context.
+
+    Each new client loads certifi's CA bundle into a new context (35-50 ms),
+    and the suite makes thousands (``httpx.post`` is a new client each time),
+    nearly all for plain http where the context is never used. A client
+    given its own ``verify=`` (a context, a file) still gets its own.
+    """
+    import os
+
+    from httpx._transports import default
+
+    made = default.create_ssl_context
+    shared: dict[tuple[str | None, ...], Any] = {}
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is not True or cert is not None:
+            return made(verify=verify, cert=cert, trust_env=trust_env)
+        # The same trust as httpx's: SSL_CERT_FILE/SSL_CERT_DIR (when trusted), else certifi.
+        where = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        key = where if trust_env else (None, None)
+        if key not in shared:
+            shared[key] = made(verify=True, trust_env=trust_env)
+        return shared[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(default, "create_ssl_context", create_ssl_context)
         yield
 
 

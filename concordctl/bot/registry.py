@@ -400,6 +400,9 @@ class Bot(Router, StateMixin):
     * ``cooldown_message``: the answer past a cooldown (``"⏳ {command} again in {seconds} s"``).
     * ``state``: where ``bot.store(...)`` and the stream cursor live: None (memory), a
       SQLite file or a ``postgresql://`` URL (replicas; see ``concordctl run --state``).
+    * ``lease``: on a durable state, seconds a replica (or a restarted bot's
+      predecessor) that stopped beating keeps its claims and jobs before
+      another takes them over (6; it beats every third of that).
     * ``clock``: the clock schedules run on (the test harness steps its own).
     """
 
@@ -423,9 +426,12 @@ class Bot(Router, StateMixin):
         cooldown_message: str = "⏳ {command} again in {seconds} s",
         state: str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
+        lease: float = 6.0,
     ) -> None:
         super().__init__()
-        self._state = BotState(state, clock)
+        if not lease > 0:
+            raise UsageError("lease must be a positive number of seconds")
+        self._state = BotState(state, clock, lease)
         if concurrency < 1:
             raise UsageError("concurrency must be at least 1")
         if unknown_command not in ("ignore", "reply"):

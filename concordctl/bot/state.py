@@ -32,9 +32,12 @@ log = logging.getLogger("concordctl.bot")
 class BotState:
     """Where a bot's store and cursor live, its clock and its jobs."""
 
-    def __init__(self, spec: str | os.PathLike[str] | None, clock: Clock | None) -> None:
+    def __init__(
+        self, spec: str | os.PathLike[str] | None, clock: Clock | None, lease: float = 6.0
+    ) -> None:
         self.handle = StateHandle(os.fspath(spec) if spec is not None else None)
         self.clock: Clock = clock or SystemClock()
+        self.lease = lease  # seconds a silent replica keeps its claims and jobs
         self.jobs = Jobs()
         self.later: list[Job] = []  # later() before the bot runs
         self.scheduler: Scheduler | None = None  # set while a run has one
@@ -147,7 +150,9 @@ class Durable:
     def __init__(self, state: BotState, run_plain: RunPlain) -> None:
         self.state = state
         self._run_plain = run_plain
-        self.coord: Coordinator | None = Coordinator(state.handle) if state.durable else None
+        self.coord: Coordinator | None = (
+            Coordinator(state.handle, lease=state.lease) if state.durable else None
+        )
         self.scheduler: Scheduler | None = None
         self.routes: dict[Job, Route] = {}
         self.adopted: dict[tuple[str, str], Claim] = {}

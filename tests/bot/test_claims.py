@@ -198,3 +198,21 @@ async def test_replicas_share_claims_and_one_holds_a_lease(postgres_url: str) ->
         for c in (a, b):
             await c.close()
             await c.handle.close()
+
+
+def test_the_lease_is_the_bots_and_must_be_positive(tmp_path: Path) -> None:
+    from concordctl import Bot
+    from concordctl.bot.state import Durable
+    from concordctl.errors import UsageError
+
+    async def no_periodic(route: object) -> None:
+        return None
+
+    bot = Bot(state=tmp_path / "state.db", lease=1.5)
+    bot.state = tmp_path / "other.db"  # as `concordctl run --state` does: the lease stays
+    coord = Durable(bot._state, no_periodic).coord
+    assert coord is not None and coord.lease == 1.5
+    assert Durable(Bot(state=tmp_path / "s.db")._state, no_periodic).coord.lease == 6.0  # type: ignore[union-attr]
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(UsageError, match="lease must be a positive"):
+            Bot(lease=bad)

@@ -18,7 +18,7 @@ BOT = """
 import asyncio
 from concordctl import Bot, Context
 
-bot = Bot(grace=1)
+bot = Bot(grace=1, lease=1.5, send_rate=0)  # claims pass on after 1.5 s; replies unpaced
 
 @bot.command("ping")
 async def ping(ctx: Context) -> None:
