@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -27,6 +27,8 @@ from concordctl.errors import ProtocolViolation
 from concordctl.responses import MAX_BODY
 
 __all__ = ["DEFAULT_MAX_BODY", "MAX_BODY", "CappedTransport", "ThreadedTransport"]
+
+T = TypeVar("T")
 
 #: JSON answers: far above any page of the contract (100 chats of 64 KiB are 6.4 MiB).
 DEFAULT_MAX_BODY = 8 * 2**20
@@ -107,40 +109,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         if not isinstance(request.stream, httpx.SyncByteStream):
             request.stream = httpx.ByteStream(await request.aread())
         cap = int(request.extensions.get(MAX_BODY, DEFAULT_MAX_BODY))
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[tuple[httpx.Response, bytes]] = loop.create_future()
-
-        def settle(response: Any, body: bytes, error: BaseException | None) -> None:
-            if answer.done():
-                return  # the caller stopped waiting
-            if error is not None:
-                answer.set_exception(error)
-            else:
-                answer.set_result((response, body))
-
-        def exchange() -> None:
-            response: httpx.Response | None = None
-            body = bytearray()
-            error: BaseException | None = None
-            try:
-                response = self._sync.handle_request(request)
-                try:
-                    declared = response.headers.get("content-length", "")
-                    if not (declared.isdigit() and int(declared) > cap):
-                        for chunk in response.iter_raw():
-                            body += chunk
-                            if len(body) > cap:
-                                break
-                finally:
-                    response.close()
-            except BaseException as exc:  # handed to the waiting task, raised there
-                error = exc
-            # A closed loop (RuntimeError): nobody waits for this answer any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, response, bytes(body), error)
-
-        threading.Thread(target=exchange, name="concordctl-http", daemon=True).start()
-        response, body = await answer
+        response, body = await _in_daemon_thread(self._exchange, request, cap)
         return httpx.Response(
             response.status_code,
             headers=response.headers,
@@ -149,5 +118,48 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             request=request,
         )
 
+    def _exchange(self, request: httpx.Request, cap: int) -> tuple[httpx.Response, bytes]:
+        """One request, blocking; the body read up to one byte past ``cap``."""
+        response = self._sync.handle_request(request)
+        body = bytearray()
+        try:
+            declared = response.headers.get("content-length", "")
+            if not (declared.isdigit() and int(declared) > cap):
+                for chunk in response.iter_raw():
+                    body += chunk
+                    if len(body) > cap:
+                        break
+        finally:
+            response.close()
+        return response, bytes(body)
+
     async def aclose(self) -> None:
         self._sync.close()
+
+
+async def _in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a new daemon thread; a caller that stops waiting leaves it to finish."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if outcome.done():
+            return  # the caller stopped waiting
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(result)
+
+    def run() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # raised in the waiting task instead
+            error = exc
+        # A closed loop (RuntimeError): nobody waits for this answer any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="concordctl-http", daemon=True).start()
+    return await outcome
