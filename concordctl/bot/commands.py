@@ -433,7 +433,7 @@ class _QuickBinder:
         self._converters = [p.kind.quick or p.kind.convert for p in positional]
         self._most = len(positional)
         self._required = sum(1 for p in positional if p.required)
-        self._positional_defaults = [p.default for p in positional]
+        self._positional_defaults = tuple(p.default for p in positional)
         # --name -> (parameter, converter); the converter None for a flag (--force).
         self._options = {
             p.flag: (p.name, None if p.kind.is_bool else p.kind.quick or p.kind.convert)
@@ -443,11 +443,11 @@ class _QuickBinder:
         self._option_defaults = {p.name: p.default for p in params if p.option and not p.required}
         self._required_options = [p.name for p in params if p.option and p.required]
 
-    def bind(self, body: str, first: Any) -> tuple[list[Any], dict[str, Any]]:
+    def bind(self, body: str, first: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The handler's arguments for ``body`` after ``first``; raises for lines it leaves.
 
-        ``first`` (the context) leads the positional arguments, so the caller
-        can call ``handler(*args, **kwargs)`` with no list built again.
+        ``first`` (the context) leads the positional arguments, a tuple, so
+        the caller can call ``handler(*args, **kwargs)`` with none built again.
 
         The options start at the first ``--``: the words before it are the
         positional ones (none of them can look like an option), and from it on
@@ -461,32 +461,31 @@ class _QuickBinder:
         if dashes:
             if head and head[-1] != " ":
                 raise _Bad  # a word with -- inside it (or a tab before an option)
-            rest = (dashes + tail).split()
-            i, end = 0, len(rest)
-            while i < end:
-                name, convert = options[rest[i]]  # KeyError: not an option as declared
+            rest = iter((dashes + tail).split())
+            for word in rest:
+                name, convert = options[word]  # KeyError: not an option as declared
                 if convert is None:
                     kwargs[name] = True
-                    i += 1
+                elif convert is str:
+                    kwargs[name] = next(rest)  # StopIteration: no value
                 else:
-                    value = rest[i + 1]  # IndexError: no value
-                    kwargs[name] = value if convert is str else convert(value)
-                    i += 2
+                    kwargs[name] = convert(next(rest))
         words = head.split()
         n = len(words)
         if n < self._required or n > self._most:
             raise _Bad
         c = self._converters
+        args: tuple[Any, ...]
         # One or two words are most lines: spelt out, since map(operator.call, ...)
         # costs as much again as the conversions themselves.
         if n == 1:
-            args = [first, c[0](words[0])]
+            args = (first, c[0](words[0]))
         elif n == 2:
-            args = [first, c[0](words[0]), c[1](words[1])]
+            args = (first, c[0](words[0]), c[1](words[1]))
         else:
-            args = [first, *map(call, c, words)]
+            args = (first, *map(call, c, words))
         if n < self._most:
-            args.extend(self._positional_defaults[n:])
+            args += self._positional_defaults[n:]
         for name in self._required_options:
             if name not in kwargs:
                 raise _Bad
@@ -509,7 +508,7 @@ class CommandSignature:
         #: :meth:`bind`'s quick path, for the common shape (one word per
         #: parameter, nothing to look up); None for any other. A caller may
         #: call it first and fall back to :meth:`bind` on any exception.
-        self.quick: Callable[[str, Any], tuple[list[Any], dict[str, Any]]] | None = None
+        self.quick: Callable[[str, Any], tuple[tuple[Any, ...], dict[str, Any]]] | None = None
         if not self.lookups and not any(p.many or p.rest or p.var for p in params):
             self.quick = _QuickBinder(params).bind
 
@@ -577,7 +576,7 @@ class CommandSignature:
         if quick is not None:
             try:
                 args, kwargs = quick(body, None)
-                return args[1:], kwargs
+                return list(args[1:]), kwargs
             except Exception:  # whatever it is, the general binder says what is wrong
                 pass
         return self._bind(body, tokenize(body) if words is None else words)

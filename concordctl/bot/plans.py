@@ -33,7 +33,7 @@ from typing import Any
 
 from concordctl.bot.calls import Denied, HandlerError, Reporter
 from concordctl.bot.commands import ArgumentError
-from concordctl.bot.context import Context, Host
+from concordctl.bot.context import CommandContext, Host
 from concordctl.bot.events import describe
 from concordctl.bot.policy import CooldownBuckets, seconds_text
 from concordctl.bot.routes import Route, RouteTable
@@ -83,22 +83,24 @@ def plan_for(
 
     def run(ev: ChatSent, rest: str) -> Denied | None:
         # rest.strip(): what the general path's split leaves, then rstrip()s.
-        ctx = Context(host, ev, name, None, rest.strip(), prefix, None, route)
+        ctx = CommandContext(host, ev, name, None, rest.strip(), prefix, None, route)
+        ctx.chat = ev.chat
         try:
             for check in checks:
                 if not check(ctx):
                     return Denied(ctx, denied) if denied else None
+            args: tuple[Any, ...]
             if bind is None:
-                args, kwargs = [ctx], no_kwargs
+                args, kwargs = (ctx,), no_kwargs
             elif quick is not None:
                 try:
                     args, kwargs = quick(ctx.text, ctx)
                 except Exception:  # not a line for it: the general binder says what is wrong
-                    args, kwargs = bind(ctx.text)
-                    args.insert(0, ctx)
+                    positional, kwargs = bind(ctx.text)
+                    args = (ctx, *positional)
             else:
-                args, kwargs = bind(ctx.text)
-                args.insert(0, ctx)
+                positional, kwargs = bind(ctx.text)
+                args = (ctx, *positional)
             if window is not None:
                 c = ev.chat
                 bucket = c.author_id if by_user else c.channel_id if by_channel else None

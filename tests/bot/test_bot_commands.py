@@ -324,7 +324,7 @@ def test_the_quick_binder_agrees_with_the_general_one(text: str, handler: Any) -
     except Exception:
         return  # not a line for it: the general binder's
     assert args[0] == "ctx"
-    assert (args[1:], kwargs) == general
+    assert (list(args[1:]), kwargs) == general
 
 
 @pytest.mark.parametrize(
