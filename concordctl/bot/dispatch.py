@@ -18,7 +18,7 @@ from typing import Any
 
 from concordctl.bot.calls import Calls, Denied, HandlerError
 from concordctl.bot.commands import split_command
-from concordctl.bot.context import Context
+from concordctl.bot.context import CommandContext, Context
 from concordctl.bot.events import ANY, describe
 from concordctl.bot.lanes import Lanes
 from concordctl.bot.plans import Plan, command_plans
@@ -243,7 +243,8 @@ class Dispatcher:
             match = self.accepts(route, ev)
             if match is _NO:
                 return
-        ctx = Context(self._host, ev, name, None, body.rstrip(), prefix, None, route)
+        ctx = CommandContext(self._host, ev, name, None, body.rstrip(), prefix, None, route)
+        ctx.chat = ev.chat
         if match is _DENIED:
             if route.denied:
                 self._enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, route.denied), own))
