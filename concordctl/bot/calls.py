@@ -170,7 +170,8 @@ class Calls:
         self._host = host
         self.reporter = reporter
         self._executor = executor
-        self._buckets = buckets
+        #: The cooldown windows of this run (command plans keep theirs at hand).
+        self.buckets = buckets
         #: On a durable state: every lane call is claimed first (state.py).
         self.durable: Durable | None = None
 
@@ -239,7 +240,7 @@ class Calls:
             if cd is not None:
                 now = self._host.loop.time()
                 c = ev.chat
-                wait = self._buckets.retry_after(route, cd, c.author_id, c.channel_id, now)
+                wait = self.buckets.retry_after(route, cd, c.author_id, c.channel_id, now)
                 if wait:
                     template = route.cooldown_message or self._host.table.options.cooldown_message
                     return template.format(
@@ -315,7 +316,7 @@ class Calls:
         cd = route.cooldown
         assert cd is not None
         now = self._host.loop.time()
-        wait = self._buckets.retry_after(route, cd, event_author_id(ev), event_channel_id(ev), now)
+        wait = self.buckets.retry_after(route, cd, event_author_id(ev), event_channel_id(ev), now)
         if not wait:
             return True
         if ctx is not None:

@@ -244,6 +244,11 @@ def _choices(values: Sequence[Any], labels: Sequence[str]) -> Callable[[str], An
     return convert
 
 
+def _exact(by_word: dict[str, Any]) -> Callable[[str], Any]:
+    """A quick converter: the words already in lower case, looked up as they are."""
+    return {word: value for word, value in by_word.items() if word.lower() == word}.__getitem__
+
+
 @dataclass(frozen=True, slots=True)
 class _Kind:
     """How one annotation converts: the converter, its metavar, its choices if any."""
@@ -253,6 +258,10 @@ class _Kind:
     choices: tuple[str, ...] = ()
     is_bool: bool = False
     lookup: str = ""
+    #: For the quick binder: gives what ``convert`` gives, or raises anything (the
+    #: general binder then says what is wrong). A builtin where one will do
+    #: (``int``, a dict's ``__getitem__``): a Python function is a frame per word.
+    quick: Callable[[str], Any] | None = None
 
 
 def _lookup_kind(kind: Literal["user", "channel"]) -> Callable[[str], Any]:
@@ -266,10 +275,15 @@ def _lookup_kind(kind: Literal["user", "channel"]) -> Callable[[str], Any]:
 
 
 _SIMPLE: dict[Any, _Kind] = {
-    str: _Kind(str, "TEXT"),
-    int: _Kind(_to_int, "N"),
-    float: _Kind(_to_float, "X"),
-    bool: _Kind(_to_bool, "yes|no", is_bool=True),
+    str: _Kind(str, "TEXT", quick=str),
+    int: _Kind(_to_int, "N", quick=int),
+    float: _Kind(_to_float, "X", quick=float),
+    bool: _Kind(
+        _to_bool,
+        "yes|no",
+        is_bool=True,
+        quick=_exact({**dict.fromkeys(_TRUE, True), **dict.fromkeys(_FALSE, False)}),
+    ),
     timedelta: _Kind(_to_duration, "DURATION"),
     FullUser: _Kind(_lookup_kind("user"), "USER", lookup="user"),
     Channel: _Kind(_lookup_kind("channel"), "CHANNEL", lookup="channel"),
@@ -287,7 +301,8 @@ def _kind_of(annotation: Any) -> _Kind | None:
     if typing.get_origin(annotation) is Literal:
         values = typing.get_args(annotation)
         labels = [v.value if isinstance(v, enum.Enum) else str(v) for v in values]
-        return _Kind(_choices(values, labels), "|".join(labels), tuple(labels))
+        quick = _exact({label.lower(): v for label, v in zip(labels, values, strict=True)})
+        return _Kind(_choices(values, labels), "|".join(labels), tuple(labels), quick=quick)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         members = list(annotation)
         labels = [m.name.lower() for m in members]
@@ -298,7 +313,8 @@ def _kind_of(annotation: Any) -> _Kind | None:
             member = by_value.get(word.lower())
             return member if member is not None else by_name(word)
 
-        return _Kind(convert, "|".join(labels), tuple(labels))
+        quick = _exact({**dict(zip(labels, members, strict=True)), **by_value})
+        return _Kind(convert, "|".join(labels), tuple(labels), quick=quick)
     return None
 
 
@@ -392,6 +408,90 @@ def _unwrap(annotation: Any) -> tuple[Any, bool, bool, bool]:
     return annotation, optional, many, rest
 
 
+class _QuickBinder:
+    """:meth:`CommandSignature.bind`'s quick path: the common line, with no tokens built.
+
+    The common line has no quotes, the positional words first, one for each
+    parameter, then options exactly as declared (``web 3 --env prod``).
+    Anything else raises (any exception: a KeyError, an IndexError, ``_Bad``)
+    and the general binder takes it, so this must never give what the
+    general binder would not (tests/bot/test_bot_commands.py compares them).
+    """
+
+    __slots__ = (
+        "_converters",
+        "_most",
+        "_option_defaults",
+        "_options",
+        "_positional_defaults",
+        "_required",
+        "_required_options",
+    )
+
+    def __init__(self, params: list[_Param]) -> None:
+        positional = [p for p in params if not p.option]
+        self._converters = [p.kind.quick or p.kind.convert for p in positional]
+        self._most = len(positional)
+        self._required = sum(1 for p in positional if p.required)
+        self._positional_defaults = tuple(p.default for p in positional)
+        # --name -> (parameter, converter); the converter None for a flag (--force).
+        self._options = {
+            p.flag: (p.name, None if p.kind.is_bool else p.kind.quick or p.kind.convert)
+            for p in params
+            if p.option
+        }
+        self._option_defaults = {p.name: p.default for p in params if p.option and not p.required}
+        self._required_options = [p.name for p in params if p.option and p.required]
+
+    def bind(self, body: str, first: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The handler's arguments for ``body`` after ``first``; raises for lines it leaves.
+
+        ``first`` (the context) leads the positional arguments, a tuple, so
+        the caller can call ``handler(*args, **kwargs)`` with none built again.
+
+        The options start at the first ``--``: the words before it are the
+        positional ones (none of them can look like an option), and from it on
+        every word is an option as declared or an option's value.
+        """
+        if '"' in body or "'" in body:
+            raise _Bad  # quoted words: the general binder's
+        kwargs = self._option_defaults.copy()
+        options = self._options
+        head, dashes, tail = body.partition("--") if options else (body, "", "")
+        if dashes:
+            if head and head[-1] != " ":
+                raise _Bad  # a word with -- inside it (or a tab before an option)
+            rest = iter((dashes + tail).split())
+            for word in rest:
+                name, convert = options[word]  # KeyError: not an option as declared
+                if convert is None:
+                    kwargs[name] = True
+                elif convert is str:
+                    kwargs[name] = next(rest)  # StopIteration: no value
+                else:
+                    kwargs[name] = convert(next(rest))
+        words = head.split()
+        n = len(words)
+        if n < self._required or n > self._most:
+            raise _Bad
+        c = self._converters
+        args: tuple[Any, ...]
+        # One or two words are most lines: spelt out, since map(operator.call, ...)
+        # costs as much again as the conversions themselves.
+        if n == 1:
+            args = (first, c[0](words[0]))
+        elif n == 2:
+            args = (first, c[0](words[0]), c[1](words[1]))
+        else:
+            args = (first, *map(call, c, words))
+        if n < self._most:
+            args += self._positional_defaults[n:]
+        for name in self._required_options:
+            if name not in kwargs:
+                raise _Bad
+        return args, kwargs
+
+
 class CommandSignature:
     """The typed parameters of a command handler after ``ctx``, ready to bind words to.
 
@@ -405,17 +505,12 @@ class CommandSignature:
         self.options = {p.flag: p for p in params if p.option}
         self.usage = usage
         self.lookups = any(p.kind.lookup for p in params)
-        # The common shape (one word per parameter, nothing to look up) binds
-        # unquoted words through these tables, with no tokens built.
-        self._plain = not self.lookups and not any(p.many or p.rest or p.var for p in params)
-        self._plain_converters = [p.kind.convert for p in self.positional]
-        self._plain_options = {
-            p.flag: (p.name, None if p.kind.is_bool else p.kind.convert) for p in params if p.option
-        }
-        self._required_positional = sum(1 for p in self.positional if p.required)
-        self._positional_defaults = [p.default for p in self.positional]
-        self._option_defaults = {p.name: p.default for p in params if p.option and not p.required}
-        self._required_options = [p.name for p in params if p.option and p.required]
+        #: :meth:`bind`'s quick path, for the common shape (one word per
+        #: parameter, nothing to look up); None for any other. A caller may
+        #: call it first and fall back to :meth:`bind` on any exception.
+        self.quick: Callable[[str, Any], tuple[tuple[Any, ...], dict[str, Any]]] | None = None
+        if not self.lookups and not any(p.many or p.rest or p.var for p in params):
+            self.quick = _QuickBinder(params).bind
 
     @classmethod
     def of(cls, fn: Callable[..., Any], display: str) -> CommandSignature | None:
@@ -473,46 +568,18 @@ class CommandSignature:
         """Positional and keyword arguments for the handler, or an :class:`ArgumentError`.
 
         ``words`` are ``tokenize(body)``, made here when not given. The common
-        line (no quotes, one word per parameter, options exactly as declared)
-        is bound right here from ``body.split()``; anything else (``--x=1``,
+        line goes through :attr:`quick`; anything else (quotes, ``--x=1``,
         ``--no-x``, ``--``, a typo, a word too many or too few, a word that
-        does not convert) goes to the general binder, which says what is wrong.
+        does not convert) through the general binder, which says what is wrong.
         """
-        if self._plain and '"' not in body and "'" not in body:
+        quick = self.quick
+        if quick is not None:
             try:
-                return self._bind_plain(body.split())
-            except (_Bad, KeyError, StopIteration):
+                args, kwargs = quick(body, None)
+                return list(args[1:]), kwargs
+            except Exception:  # whatever it is, the general binder says what is wrong
                 pass
         return self._bind(body, tokenize(body) if words is None else words)
-
-    def _bind_plain(self, words: list[str]) -> tuple[list[Any], dict[str, Any]]:
-        """:meth:`bind`'s quick path; ``_Bad`` for anything it does not take."""
-        kwargs = self._option_defaults.copy()
-        options = self._plain_options
-        if options:
-            positional: list[str] = []
-            it = iter(words)
-            for word in it:
-                if word[:2] != "--":
-                    positional.append(word)
-                    continue
-                name, convert = options[word]  # KeyError: not an option as declared
-                if convert is None:  # a bool option: --force
-                    kwargs[name] = True
-                else:
-                    kwargs[name] = convert(next(it))  # StopIteration: no value
-            words = positional
-        converters = self._plain_converters
-        n = len(words)
-        if n < self._required_positional or n > len(converters):
-            raise _Bad
-        args = list(map(call, converters, words))
-        if n < len(converters):
-            args.extend(self._positional_defaults[n:])
-        for name in self._required_options:
-            if name not in kwargs:
-                raise _Bad
-        return args, kwargs
 
     def _bind(self, body: str, words: list[Token]) -> tuple[list[Any], dict[str, Any]]:
         values: dict[str, Any] = {}

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from concordctl.bot.routes import Route, RouteTable
     from concordctl.client import Client
 
-__all__ = ["Context", "Host", "SyncContext"]
+__all__ = ["CommandContext", "Context", "Host", "SyncContext"]
 
 T = TypeVar("T")
 
@@ -231,6 +231,17 @@ class Context:
         if isinstance(self.event, ChatSent):
             return f"Context(command={self.command!r}, args={self.args!r}, chat_id={self.chat.id})"
         return f"Context(event={self.event.type if self.event else None!r})"
+
+
+class CommandContext(Context):
+    """A command's context: the same, but ``chat`` is an attribute, set once.
+
+    Checks and handlers read ``ctx.chat`` on most commands, and a property is
+    a call each time. The dispatcher sets ``chat`` right after making one.
+    """
+
+    __slots__ = ("chat",)
+    chat: Chat  # the property, made an attribute
 
 
 class SyncContext:

@@ -3,8 +3,10 @@
 Await-free ``on`` handlers run right here (they cannot suspend, so they need
 no task); every other call is queued in its lane (``lanes.py``). Commands are
 found by name; a command whose ``author=``/``channel=`` refuses the chat gets
-its ``denied=`` answer queued instead. This is the hot path: it is written
-for ``chat_sent`` with plain handlers first.
+its ``denied=`` answer queued instead. A command with a plan (``plans.py``:
+the common, await-free kind) runs through it instead of ``_command`` and
+``Calls.run_inline``. This is the hot path: it is written for ``chat_sent``
+with plain handlers first.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 
 from concordctl.bot.calls import Calls, Denied, HandlerError
 from concordctl.bot.commands import split_command
-from concordctl.bot.context import Context
+from concordctl.bot.context import CommandContext, Context
 from concordctl.bot.events import ANY, describe
 from concordctl.bot.lanes import Lanes
+from concordctl.bot.plans import Plan, command_plans
 from concordctl.bot.routes import Route, RouteTable
 from concordctl.protocol import (
     THREAD_TYPES,
@@ -64,6 +67,8 @@ class Dispatcher:
         self._calls = calls
         self.table: RouteTable | None = None
         self._filters: Mapping[Route, Filters] = {}
+        #: The table's command plans by first word (plans.py), made in :meth:`use`.
+        self.plans: Mapping[str, Plan] = {}
         self.last_chat_id = 0  # the newest chat id dispatched here
         #: On a durable state (state.py): no inline calls, every call claimed,
         #: and ``on_chat(chat id, calls queued)`` after each chat for the cursor.
@@ -82,30 +87,49 @@ class Dispatcher:
     def use(self, table: RouteTable, filters: Mapping[Route, Filters]) -> None:
         self.table = table
         self._filters = filters
+        self.plans = command_plans(table, self._host, self._calls.reporter, self._calls.buckets)
 
     def dispatch(self, ev: Any) -> None:
         table = self.table
         assert table is not None
         cls = ev.__class__
         if cls is ChatSent:
-            chat = ev.chat
-            if chat.id > self.last_chat_id:
-                self.last_chat_id = chat.id
-            own = chat.author_id == self._host.self_id
-            self._queued = 0
-            if table.has_commands and chat.content.startswith(table.options.prefix):
-                self._command(table, ev, own, None)
-            routes = table.by_type["chat_sent"]
-            if routes:
-                self._to(routes, ev, own, None)
-            if self.on_chat is not None:
-                self.on_chat(chat.id, self._queued)
+            self.chat(ev, ev.chat.content.startswith(table.options.prefix))
         elif cls is Targeted:
             self._targeted(table, ev)
         elif cls is UnknownEvent:
             self._to(table.unknown, ev, False, None)
         else:
             self._to(table.by_type.get(ev.type, ()), ev, False, None)
+
+    def chat(self, ev: ChatSent, prefixed: bool) -> None:
+        """Dispatch a chat; ``prefixed``: it starts with the prefix (the feed has looked)."""
+        table = self.table
+        assert table is not None
+        chat = ev.chat
+        if chat.id > self.last_chat_id:
+            self.last_chat_id = chat.id
+        own = chat.author_id == self._host.self_id
+        self._queued = 0
+        if prefixed and table.has_commands:
+            head, _, rest = chat.content.partition(" ")
+            plan = self.plans.get(head)
+            if plan is None or own or self.claimed:
+                self._command(table, ev, own, None)
+            else:
+                refused = plan(ev, rest)
+                if refused is not None:
+                    self.refuse(ev, refused, own)
+        routes = table.chat_listeners
+        if routes:
+            self._to(routes, ev, own, None)
+        if self.on_chat is not None:
+            self.on_chat(chat.id, self._queued)
+
+    def refuse(self, ev: ChatSent, refused: Denied, own: bool) -> None:
+        route = refused.ctx.route
+        assert route is not None
+        self._enqueue(route, ev.chat.channel_id, (ev, refused, own))
 
     def dispatch_answered(self, ev: Any) -> None:
         """A chat a waiter took as its answer: to ``on`` handlers only, not as a command."""
@@ -115,7 +139,7 @@ class Dispatcher:
             if ev.chat.id > self.last_chat_id:
                 self.last_chat_id = ev.chat.id
             own = ev.chat.author_id == self._host.self_id
-            self._to(table.by_type["chat_sent"], ev, own, None)
+            self._to(table.chat_listeners, ev, own, None)
         else:
             self.dispatch(ev)
 
@@ -125,7 +149,7 @@ class Dispatcher:
         if isinstance(ev, ChatSent):
             own = ev.chat.author_id == self._host.self_id
             self._command(table, ev, own, item.handler)
-            route = table.by_type["chat_sent"]
+            route = table.chat_listeners
         elif isinstance(ev, UnknownEvent):
             route = table.unknown
         else:
@@ -219,7 +243,8 @@ class Dispatcher:
             match = self.accepts(route, ev)
             if match is _NO:
                 return
-        ctx = Context(self._host, ev, name, None, body.rstrip(), prefix, None, route)
+        ctx = CommandContext(self._host, ev, name, None, body.rstrip(), prefix, None, route)
+        ctx.chat = ev.chat
         if match is _DENIED:
             if route.denied:
                 self._enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, route.denied), own))

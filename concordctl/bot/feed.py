@@ -109,7 +109,7 @@ class Feed:
     async def _pump(self, it: AsyncIterator[Any]) -> None:
         dispatcher = self._dispatcher
         lanes = self._lanes
-        waiters = self._waiters
+        pending = self._waiters.pending  # (len(waiters) would be a call per event)
         chat_sent = ChatSent
         self_id = self._self_id
         it = aiter(it)  # one iterator for both loops below
@@ -122,32 +122,47 @@ class Feed:
                 self._one(ev)
                 break
         async for ev in it:
-            if ev.__class__ is chat_sent and not waiters:
-                # The fast path (most traffic): a chat that is not a command,
-                # not the bot's own, with only plain await-free handlers.
+            if ev.__class__ is not chat_sent or pending:
+                self._one(ev)
+            else:  # a chat no waiter can take
                 table = dispatcher.table
                 assert table is not None
-                fast = None if dispatcher.claimed else table.chat_fast
                 chat = ev.chat
+                fast = table.chat_fast
+                prefixed = chat.content.startswith(table.options.prefix)
+                plan = None
+                if prefixed and fast is not None:
+                    head, _, rest = chat.content.partition(" ")
+                    plan = dispatcher.plans.get(head)
                 if (
-                    fast is not None
-                    and chat.author_id != self_id
-                    and not chat.content.startswith(table.options.prefix)
+                    fast is None
+                    or (prefixed and plan is None)
+                    or chat.author_id == self_id
+                    or dispatcher.claimed
                 ):
+                    self.events_seen += 1  # _one's work, for a chat no waiter can take
+                    dispatcher.chat(ev, prefixed)
+                else:
+                    # The fast path (most traffic): what dispatcher.chat() would
+                    # do, for a chat that is not the bot's own, when every
+                    # chat_sent handler is a plain await-free one and the chat is
+                    # no command, or one with a plan (plans.py).
                     self._last_chat = chat
+                    if plan is not None:
+                        self.events_seen += 1
+                        refused = plan(ev, rest)
+                        if refused is not None:
+                            dispatcher.refuse(ev, refused, False)
                     for fn in fast:
                         try:  # iterating __await__ (not send()) spares a StopIteration
                             for _ in fn(ev).__await__():
                                 raise RuntimeError("an await-free handler suspended")
                         except Exception as exc:
-                            route = next(r for r in table.by_type["chat_sent"] if r.fn is fn)
+                            route = next(r for r in table.chat_listeners if r.fn is fn)
                             dispatcher.inline_failed(route, ev, exc)
-                    continue
-                self.events_seen += 1  # _one's work, for a chat no waiter can take
-                dispatcher.dispatch(ev)
-            else:
-                self._one(ev)
-            if lanes.full:
+                    if plan is None:
+                        continue  # nothing queued: the lanes cannot be fuller
+            if lanes.backlog >= lanes.max_backlog:  # lanes.full, without a call per event
                 await lanes.wait_for_room()
 
     def _one(self, ev: Any) -> None:

@@ -19,7 +19,15 @@ from typing import Any, Literal
 
 from concordctl.errors import UsageError
 
-__all__ = ["Check", "Cooldown", "CooldownBuckets", "checks_of", "passes", "refs_of"]
+__all__ = [
+    "Check",
+    "Cooldown",
+    "CooldownBuckets",
+    "CooldownWindow",
+    "checks_of",
+    "passes",
+    "refs_of",
+]
 
 #: A check: given the Context (commands) or the event (``on``), true to allow.
 Check = Callable[[Any], "bool | Awaitable[bool]"]
@@ -91,27 +99,60 @@ class Cooldown:
             raise UsageError("Cooldown key= must be 'user', 'channel' or 'global'")
 
 
+class CooldownWindow:
+    """One cooldown's buckets: the run times each user, channel (or everyone) has seen.
+
+    A sliding window: a run is allowed while fewer than ``rate`` runs fall in
+    the last ``per`` seconds, and then counted. Every run is counted, however
+    large ``rate`` is.
+    """
+
+    __slots__ = ("_hits", "_per", "_rate", "key")
+
+    def __init__(self, cd: Cooldown) -> None:
+        self.key = cd.key
+        self._per = cd.per
+        self._rate = cd.rate
+        self._hits: dict[int | None, deque[float]] = {}  # bucket (a user, a channel, None)
+
+    def bucket(self, user: int | None, channel: int | None) -> int | None:
+        """The bucket a run by ``user`` in ``channel`` counts in (None: everyone's)."""
+        key = self.key
+        return user if key == "user" else channel if key == "channel" else None
+
+    def take(self, bucket: int | None, now: float) -> float:
+        """0 and the run counted when allowed, else the seconds until it would be."""
+        hits = self._hits.get(bucket)
+        if hits is None:
+            hits = self._hits[bucket] = deque()
+        per = self._per
+        while hits and now - hits[0] >= per:
+            hits.popleft()
+        if len(hits) >= self._rate:
+            return per - (now - hits[0])
+        hits.append(now)
+        return 0.0
+
+
 class CooldownBuckets:
-    """The run times each cooldown has seen, per bucket (a sliding window)."""
+    """Every cooldown's window in one run, by its owner (the route it belongs to)."""
 
     def __init__(self) -> None:
-        self._hits: dict[tuple[int, int | None], deque[float]] = {}
+        self._windows: dict[object, CooldownWindow] = {}
+
+    def window(self, owner: object, cd: Cooldown) -> CooldownWindow:
+        """``owner``'s window (made on first use); a command plan keeps it at hand."""
+        found = self._windows.get(owner)
+        if found is None:
+            found = self._windows[owner] = CooldownWindow(cd)
+        return found
 
     def retry_after(
         self, owner: object, cd: Cooldown, user: int | None, channel: int | None, now: float
     ) -> float:
         """0 and the run counted when allowed, else the seconds until it would be."""
-        bucket = user if cd.key == "user" else channel if cd.key == "channel" else None
-        key = (id(owner), bucket)
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = self._hits[key] = deque()
-        while hits and now - hits[0] >= cd.per:
-            hits.popleft()
-        if len(hits) >= cd.rate:
-            return cd.per - (now - hits[0])
-        hits.append(now)
-        return 0.0
+        window = self.window(owner, cd)
+        return window.take(window.bucket(user, channel), now)
 
 
 def seconds_text(seconds: float) -> str:

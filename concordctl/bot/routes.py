@@ -139,6 +139,8 @@ class RouteTable:
     owner: object = None
     by_type: Mapping[str, tuple[Route, ...]] = field(init=False)
     unknown: tuple[Route, ...] = field(init=False)
+    #: ``by_type["chat_sent"]``, the routes of most events, without the lookup.
+    chat_listeners: tuple[Route, ...] = field(init=False)
     #: When every chat_sent route is a plain await-free one: just their functions.
     chat_fast: tuple[Callable[..., Any], ...] | None = field(init=False)
     has_commands: bool = field(init=False)
@@ -160,6 +162,7 @@ class RouteTable:
             tuple(r for r in self.listeners if r.types is None or r.unknown_only),
         )
         chat = by_type["chat_sent"]
+        set_(self, "chat_listeners", chat)
         simple = not self.middleware and all(
             r.inline and not r.filtered and not r.pass_match for r in chat
         )

@@ -32,18 +32,20 @@ class Waiters:
     """The pending waits of one run."""
 
     def __init__(self) -> None:
-        self._pending: list[_Waiter] = []
+        #: The waits not yet answered. Changed in place, never replaced, so the
+        #: feed can keep it and test it per event without a call.
+        self.pending: list[_Waiter] = []
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self.pending)
 
     def offer(self, ev: Any) -> bool:
         """Give ``ev`` to every waiter it satisfies; True when one consumed it."""
         consumed = False
         etype = ev.type
-        for w in list(self._pending):
+        for w in list(self.pending):
             if w.future.done():
-                self._pending.remove(w)
+                self.pending.remove(w)
                 continue
             if (
                 w.types is not None
@@ -54,11 +56,11 @@ class Waiters:
             try:
                 ok = w.predicate(ev)
             except Exception as exc:  # a broken predicate fails its own wait, not the bot
-                self._pending.remove(w)
+                self.pending.remove(w)
                 w.future.set_exception(exc)
                 continue
             if ok:
-                self._pending.remove(w)
+                self.pending.remove(w)
                 w.future.set_result(ev)
                 consumed = consumed or w.consume
         return consumed
@@ -74,16 +76,16 @@ class Waiters:
         """The first event from now on that passes; TimeoutError after ``timeout`` seconds."""
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(types, predicate, future, consume)
-        self._pending.append(waiter)
+        self.pending.append(waiter)
         try:
             async with asyncio.timeout(timeout):
                 return await future
         finally:
-            if waiter in self._pending:
-                self._pending.remove(waiter)
+            if waiter in self.pending:
+                self.pending.remove(waiter)
 
     def cancel_all(self) -> None:
-        for w in self._pending:
+        for w in self.pending:
             if not w.future.done():
                 w.future.cancel()
-        self._pending.clear()
+        self.pending.clear()

@@ -249,6 +249,22 @@ def test_durations() -> None:
             parse_duration(bad)
 
 
+async def _deploy(
+    ctx: Context,
+    service: Literal["web", "api"],
+    count: int = 1,
+    *,
+    env: Literal["prod", "staging"] = "staging",
+    force: bool = False,
+    tag: str = "",
+) -> None: ...
+
+
+async def _mixed(
+    ctx: Context, color: Color, ratio: float, on: bool, note: str | None = None, *, who: str
+) -> None: ...
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -260,29 +276,40 @@ def test_durations() -> None:
         "web --env",
         "web three",
         "nope",
+        "WEB",
         "web 3 4",
         "",
         "web --envv prod",
         "web --env=prod",
         "web --no-force",
         "web -- --env",
+        "web --",
         "web 3  --env   staging  ",
+        "web\t--env prod",
+        "web --env\tprod --force",
+        "web --env PROD",
+        "web --tag --force",
+        "web --tag a--b",
+        "web a--b",
+        "web 'a b'",
+        "web --env prod --env staging",
+        "red 0.5 yes --who bob",
+        "g 1e3 no later --who ann",
+        "RED 0.5 yes --who bob",
+        "red x yes --who bob",
+        "red 0.5 maybe --who bob",
+        "red 0.5 yes",
+        "red 0.5 yes --who",
     ],
 )
-def test_the_quick_binder_agrees_with_the_general_one(text: str) -> None:
-    # bind() takes unquoted, plain command lines through a quicker path; it
-    # must give exactly what the general binder gives, errors included.
-    async def deploy(
-        ctx: Context,
-        service: Literal["web", "api"],
-        count: int = 1,
-        *,
-        env: Literal["prod", "staging"] = "staging",
-        force: bool = False,
-    ) -> None: ...
-
-    sig = CommandSignature.of(deploy, "deploy")
-    assert sig is not None
+@pytest.mark.parametrize("handler", [_deploy, _mixed])
+def test_the_quick_binder_agrees_with_the_general_one(text: str, handler: Any) -> None:
+    # bind() takes unquoted, plain command lines through a quicker path
+    # (sig.quick, which command plans call directly); where it answers at all
+    # it must give exactly what the general binder gives, and bind() must
+    # give the general binder's answer, errors included.
+    sig = CommandSignature.of(handler, "cmd")
+    assert sig is not None and sig.quick is not None
 
     def outcome(fn: Any) -> Any:
         try:
@@ -290,6 +317,20 @@ def test_the_quick_binder_agrees_with_the_general_one(text: str) -> None:
         except ArgumentError as exc:
             return f"error: {exc}"
 
-    quick = outcome(lambda: sig.bind(text))
     general = outcome(lambda: sig._bind(text, tokenize(text)))
-    assert quick == general
+    assert outcome(lambda: sig.bind(text)) == general
+    try:
+        args, kwargs = sig.quick(text, "ctx")
+    except Exception:
+        return  # not a line for it: the general binder's
+    assert args[0] == "ctx"
+    assert (list(args[1:]), kwargs) == general
+
+
+@pytest.mark.parametrize(
+    "text", ["web", "web 3", "web 3 --env prod", "api 2 --force", "web 3  --env   staging  "]
+)
+def test_the_quick_binder_takes_the_common_lines(text: str) -> None:
+    sig = CommandSignature.of(_deploy, "cmd")
+    assert sig is not None and sig.quick is not None
+    sig.quick(text, None)  # raises for a line it leaves to the general binder
