@@ -83,7 +83,7 @@ class Context:
         match: re.Match[str] | None = None,
         route: Route | None = None,
     ) -> None:
-        self._host = host
+        self._host = host  # (CommandContext.__init__ sets the same, and chat)
         self.event = event
         self.command = command
         self._args = args
@@ -237,11 +237,25 @@ class CommandContext(Context):
     """A command's context: the same, but ``chat`` is an attribute, set once.
 
     Checks and handlers read ``ctx.chat`` on most commands, and a property is
-    a call each time. The dispatcher sets ``chat`` right after making one.
+    a call each time.
     """
 
     __slots__ = ("chat",)
     chat: Chat  # the property, made an attribute
+
+    def __init__(
+        self, host: Host, event: ChatSent, command: str, text: str, prefix: str, route: Route
+    ) -> None:
+        # Context.__init__'s work, spelt out: a super() call would cost as much again.
+        self._host = host
+        self.event = event
+        self.chat = event.chat
+        self.command = command
+        self._args = None
+        self.text = text
+        self.prefix = prefix
+        self.match = None
+        self.route = route
 
 
 class SyncContext:

@@ -243,8 +243,7 @@ class Dispatcher:
             match = self.accepts(route, ev)
             if match is _NO:
                 return
-        ctx = CommandContext(self._host, ev, name, None, body.rstrip(), prefix, None, route)
-        ctx.chat = ev.chat
+        ctx = CommandContext(self._host, ev, name, body.rstrip(), prefix, route)
         if match is _DENIED:
             if route.denied:
                 self._enqueue(route, ev.chat.channel_id, (ev, Denied(ctx, route.denied), own))

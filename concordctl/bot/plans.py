@@ -9,7 +9,7 @@ most commands the answer is the same for every chat. A plan asks once, when
 the dispatcher is given its route table (``Dispatcher.use``): it is a
 function per command name that does only the work left for one chat, with
 the route's checks, binder, cooldown window and clock bound in. It exists
-for speed only (a typed command costs about a third less).
+for speed only (with the quick binder, a typed command chat costs ~40% less).
 
 So a plan must do exactly what the general path does: the same handler
 call, refusal, argument error, cooldown answer or reported failure
@@ -83,8 +83,7 @@ def plan_for(
 
     def run(ev: ChatSent, rest: str) -> Denied | None:
         # rest.strip(): what the general path's split leaves, then rstrip()s.
-        ctx = CommandContext(host, ev, name, None, rest.strip(), prefix, None, route)
-        ctx.chat = ev.chat
+        ctx = CommandContext(host, ev, name, rest.strip(), prefix, route)
         try:
             for check in checks:
                 if not check(ctx):

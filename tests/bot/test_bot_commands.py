@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import random
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -325,6 +326,32 @@ def test_the_quick_binder_agrees_with_the_general_one(text: str, handler: Any) -
         return  # not a line for it: the general binder's
     assert args[0] == "ctx"
     assert (list(args[1:]), kwargs) == general
+
+
+def test_the_quick_binder_agrees_on_random_lines() -> None:
+    # Lines near the common shape (so the quick binder takes many of them),
+    # with odd words, spacing and order: seeded, so a failure repeats.
+    rng = random.Random(9)
+    sig = CommandSignature.of(_deploy, "cmd")
+    assert sig is not None and sig.quick is not None
+    words = ["web", "api", "WEB", "3", "-1", "x", "1_0", "--env", "--force", "--tag", "--envv"]
+    words += ["prod", "PROD", "--", "a--b", "--env=prod", "--no-force", "it's", "'q'"]
+    taken = 0
+    for _ in range(3000):
+        picked = [rng.choice(words[:3]), *rng.choices(words, k=rng.randint(0, 4))]
+        text = "".join(w + rng.choice([" ", " ", "  ", "\t", "\u00a0"]) for w in picked)
+        text = text.strip() if rng.random() < 0.7 else text
+        try:
+            general: Any = sig._bind(text, tokenize(text))
+        except ArgumentError as exc:
+            general = str(exc)
+        try:
+            args, kwargs = sig.quick(text, None)
+        except Exception:
+            continue
+        taken += 1
+        assert (list(args[1:]), kwargs) == general, text
+    assert taken > 300  # the quick binder was tried on plenty
 
 
 @pytest.mark.parametrize(
