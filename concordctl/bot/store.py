@@ -35,6 +35,7 @@ import asyncio
 import inspect
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -145,6 +146,35 @@ CREATE TABLE IF NOT EXISTS concordctl_state (
 """
 
 
+def _prepare(conn: sqlite3.Connection, *, wal: bool, patience: float = 30.0) -> None:
+    """Switch a new connection to WAL and create the table, however many open at once.
+
+    Two connections opening a new file together can be refused with "database
+    is locked" without SQLite's busy handler ever running: changing the journal
+    mode, and a schema read that must become a write, are the cases where
+    SQLite answers at once rather than risk a deadlock. Both are safe to repeat,
+    so they are retried (in the store's worker thread) for up to ``patience``
+    seconds, as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if wal and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            if wal:
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_SQLITE_SCHEMA)
+            conn.execute("COMMIT")
+            return
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class SqliteState(StateBackend):
     """A SQLite file (or ``:memory:``), used from one worker thread.
 
@@ -192,10 +222,11 @@ class SqliteState(StateBackend):
                 check_same_thread=False,
                 timeout=30.0,
             )
-            if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(_SQLITE_SCHEMA)
+            try:
+                _prepare(conn, wal=self.path != ":memory:")
+            except BaseException:
+                conn.close()
+                raise
             return conn
 
         loop = asyncio.get_running_loop()
