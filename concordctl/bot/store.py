@@ -159,9 +159,9 @@ def _prepare(conn: sqlite3.Connection, *, wal: bool, patience: float = 30.0) -> 
     deadline = time.monotonic() + patience
     while True:
         try:
-            if wal and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
             if wal:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(_SQLITE_SCHEMA)
