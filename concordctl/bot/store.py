@@ -146,17 +146,21 @@ CREATE TABLE IF NOT EXISTS concordctl_state (
 """
 
 
-def _prepare(conn: sqlite3.Connection, *, wal: bool, patience: float = 30.0) -> None:
+#: How long a SQLite call waits for another connection's lock (busy timeout and set-up retries).
+_SQLITE_PATIENCE = 30.0
+
+
+def _prepare(conn: sqlite3.Connection, *, wal: bool) -> None:
     """Switch a new connection to WAL and create the table, however many open at once.
 
     Two connections opening a new file together can be refused with "database
     is locked" without SQLite's busy handler ever running: changing the journal
     mode, and a schema read that must become a write, are the cases where
     SQLite answers at once rather than risk a deadlock. Both are safe to repeat,
-    so they are retried (in the store's worker thread) for up to ``patience``
-    seconds, as the busy timeout would have waited.
+    so they are retried (in the store's worker thread) for up to
+    ``_SQLITE_PATIENCE`` seconds, as the busy timeout would have waited.
     """
-    deadline = time.monotonic() + patience
+    deadline = time.monotonic() + _SQLITE_PATIENCE
     while True:
         try:
             if wal:
@@ -220,7 +224,7 @@ class SqliteState(StateBackend):
                 str(Path(self.path).expanduser()) if self.path != ":memory:" else self.path,
                 isolation_level=None,
                 check_same_thread=False,
-                timeout=30.0,
+                timeout=_SQLITE_PATIENCE,
             )
             try:
                 _prepare(conn, wal=self.path != ":memory:")
