@@ -23,9 +23,9 @@ import pytest
 from concordctl.server import EmbeddedServer, ServerConfig, ServerThread
 from tests.helpers import TEST_PASSWORD_COST
 from tests.helpers.accounts import aregister, register
-from tests.helpers.postgres import postgres_url
+from tests.helpers.postgres import postgres_spares, postgres_url
 
-__all__ = ["postgres_url"]  # fixture re-exported for every test module
+__all__ = ["postgres_spares", "postgres_url"]  # fixtures re-exported for every test module
 
 
 @pytest.fixture(scope="session", autouse=True)
