@@ -54,7 +54,7 @@ class Spares:
     :meth:`take`.
     """
 
-    def __init__(self, admin: str, ahead: int = 2) -> None:
+    def __init__(self, admin: str, ahead: int = 4) -> None:
         self.admin = admin
         self._ahead = ahead
         self._ready: collections.deque[str] = collections.deque()
