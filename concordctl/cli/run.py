@@ -11,14 +11,16 @@ edited handlers without dropping the connection; ``--replay`` feeds a recording
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import itertools
 import logging
 import sys
 import traceback
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -51,16 +53,37 @@ def _where(exc: BaseException, path: Path | None) -> str:
     return f"{Path(last.filename).name}:{last.lineno}"
 
 
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the file every time, bypassing ``__pycache__``.
+
+    A cached ``.pyc`` is trusted when the source's size and mtime in whole
+    seconds match, so an edit of the same length within the same second (an
+    editor saving twice, a one-character fix) would reload the old code.
+    """
+
+    def get_code(self, fullname: str) -> CodeType:
+        return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
+
+
 def _import_file(path: Path) -> ModuleType:
     # A fresh module object each time, so a reload never mixes old and new code.
     name = f"concordctl_bot_{path.stem}_{next(_module_numbers)}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    loader = _SourceOnlyLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     if spec is None or spec.loader is None:
         raise BotLoadError(f"cannot load {path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _forget_bytecode(module: ModuleType) -> None:
+    """Delete ``module``'s cached ``.pyc`` before a reload (see :class:`_SourceOnlyLoader`)."""
+    source = getattr(module, "__file__", None)
+    if source and source.endswith(".py"):
+        with contextlib.suppress(OSError, ValueError):
+            Path(importlib.util.cache_from_source(source)).unlink(missing_ok=True)
 
 
 def load_bot(target: str, attr: str | None = None, *, reload: bool = False) -> tuple[Bot, Path]:
@@ -99,6 +122,7 @@ def load_bot(target: str, attr: str | None = None, *, reload: bool = False) -> t
             assert module_name is not None
             module = importlib.import_module(module_name)
             if reload:
+                _forget_bytecode(module)
                 module = importlib.reload(module)
             path = Path(module.__file__ or module_name).resolve()
     except ConcordError:

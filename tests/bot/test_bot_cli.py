@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -103,7 +105,10 @@ async def test_reload_swaps_in_edited_handlers_and_survives_a_broken_edit(
     h = concord_harness
     bot_file = tmp_path / "bot.py"
     bot_file.write_text(BOT.format(answer="v1"))
-    proc = await BotProcess.start("run", str(bot_file), "--reload", env=await _env_for(h, tmp_path))
+    v1_mtime = bot_file.stat().st_mtime_ns
+    # As on a user's machine: Python writes __pycache__ (a test run may not).
+    env = {k: v for k, v in (await _env_for(h, tmp_path)).items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = await BotProcess.start("run", str(bot_file), "--reload", env=env)
     try:
         await proc.wait_for_log("bot ready")
         assert (await h.ask("!ping", author="runner", timeout=10)).content == "v1"
@@ -112,7 +117,10 @@ async def test_reload_swaps_in_edited_handlers_and_survives_a_broken_edit(
         await proc.wait_for_log("reload failed")
         assert (await h.ask("!ping", author="runner", timeout=10)).content == "v1"
 
+        # The same length and the same second as v1: a cached .pyc of v1 would pass
+        # for v2's, so the reload must compile the source.
         bot_file.write_text(BOT.format(answer="v2"))
+        os.utime(bot_file, ns=(v1_mtime, v1_mtime))
         await proc.wait_for_log("reloaded bot.py")
         assert (await h.ask("!ping", author="runner", timeout=10)).content == "v2"
         assert proc.log.count("stream connecting") <= 1  # the connection was kept
@@ -261,3 +269,27 @@ async def test_bad_credentials_are_one_clear_line_and_exit_3(
     proc = await BotProcess.start("run", str(bot_file), env=env)
     assert await proc.wait() == 3, proc.log
     assert "Traceback" not in proc.log and "wrong-password" not in proc.log
+
+
+def test_reloading_a_module_target_never_runs_its_stale_bytecode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concordctl.cli.run import load_bot
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as on a user's machine
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "reloadedbot.py"
+    source.write_text(BOT.format(answer="v1"))
+    mtime = source.stat().st_mtime_ns
+    try:
+        load_bot("reloadedbot:bot")
+        first = sys.modules["reloadedbot"]
+        assert Path(importlib.util.cache_from_source(str(source))).exists()
+        # The same length and second as v1: its .pyc would pass for this file's.
+        source.write_text(BOT.format(answer="v2"))
+        os.utime(source, ns=(mtime, mtime))
+        load_bot("reloadedbot:bot", reload=True)
+        assert sys.modules["reloadedbot"] is first  # reloaded in place, as importlib does
+        assert "v2" in first.ping.__code__.co_consts
+    finally:
+        sys.modules.pop("reloadedbot", None)
