@@ -12,13 +12,16 @@ it returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import secrets
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from concordctl.cli.app import app
 from concordctl.cli.options import run_async
@@ -29,22 +32,37 @@ if TYPE_CHECKING:  # pragma: no cover
     from concordctl.bot import Bot
     from concordctl.client import Client
 
-# Pauses between steps: long enough for each event to show up in the tail in
-# order, short enough for the whole demo to stay well under 15 seconds.
+# The pause between steps: long enough to read each event as the tail shows it,
+# short enough for the whole demo to stay well under ten seconds.
 _STEP = 0.5
+# How long the end waits for the tail to show the last events.
+_SETTLE_TIMEOUT = 10.0
 
 _EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "echo_bot.py"
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    pace: Annotated[
+        float,
+        typer.Option(
+            "--pace",
+            metavar="SECONDS",
+            min=0,
+            max=10,
+            help="Pause between the steps; 0 runs them back to back (a quick smoke test).",
+        ),
+    ] = _STEP,
+) -> None:
     """A demo of under ten seconds: embedded server, bot, live tail; leaves nothing behind.
 
     \b
-    Example:
+    Examples:
       concordctl demo
+      concordctl demo --pace 2     # slower, to present it
+      concordctl demo --pace 0     # as fast as it goes
     """
-    run_async(_demo())
+    run_async(_demo(pace))
 
 
 def _load_bot() -> Bot:
@@ -83,7 +101,7 @@ def _client(url: str, username: str, password: str) -> Client:
     return Client(settings=Settings(server=url, username=username, password=password))
 
 
-async def _demo() -> None:
+async def _demo(pace: float) -> None:
     from concordctl.cli.output import stdout_console
     from concordctl.server import EmbeddedServer, ServerConfig
 
@@ -98,7 +116,7 @@ async def _demo() -> None:
             online_delay=0.1,
         )
         async with EmbeddedServer(config) as server:
-            await _play(console, server.url)
+            await _play(console, server.url, pace)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -115,8 +133,9 @@ def _cmd(console: Console, command: str) -> None:
     console.print(Text("$ " + command, style="bold green"))
 
 
-async def _play(console: Console, url: str) -> None:
+async def _play(console: Console, url: str, pace: float) -> None:
     from concordctl.cli.printer import Printer
+    from concordctl.protocol import ChatDeleted, ChatSent
 
     _say(console, f"Embedded Concord server on {url} (temporary database).")
     alice_pw, bot_pw = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
@@ -138,6 +157,8 @@ async def _play(console: Console, url: str) -> None:
         _cmd(console, "concordctl tail general &   # the lines below are its output")
         printer = Printer(alice, json=False)
         connected = asyncio.Event()
+        shown: list[Any] = []  # the events the tail printed
+        progress = asyncio.Event()  # set after each one
 
         def on_state(state: Any) -> None:
             if getattr(state, "state", "") == "connected":
@@ -148,10 +169,26 @@ async def _play(console: Console, url: str) -> None:
                 if event.type in ("user_status_updated", "user_joined"):
                     continue  # the bot coming online is noise here
                 await printer.print(event)
+                shown.append(event)
+                progress.set()
+
+        bot_id = (await bots.me()).id
+
+        def settled(doomed: int) -> bool:
+            """The deletion and both bot replies are on screen (they may come in any order)."""
+            replies = sum(isinstance(e, ChatSent) and e.chat.author_id == bot_id for e in shown)
+            deleted = any(isinstance(e, ChatDeleted) and e.chat_id == doomed for e in shown)
+            return replies >= 2 and deleted
 
         tasks.append(asyncio.create_task(tail()))
         await asyncio.wait_for(connected.wait(), 10)
-        await _script(console, alice)
+        doomed = await _script(console, alice, pace)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_SETTLE_TIMEOUT):
+                while not settled(doomed):
+                    progress.clear()
+                    await progress.wait()
+        await asyncio.sleep(pace)
 
         _say(console, "Done. Everything above, by hand:")
         for line in (
@@ -171,9 +208,11 @@ async def _play(console: Console, url: str) -> None:
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
 
 
-async def _script(console: Console, alice: Client) -> None:
+async def _script(console: Console, alice: Client, pace: float) -> int:
+    """Play the steps; returns the id of the chat it deleted last."""
+
     async def step(command: str) -> None:
-        await asyncio.sleep(_STEP)
+        await asyncio.sleep(pace)
         _cmd(console, command)
 
     await step('concordctl send general "hello from the demo"')
@@ -192,5 +231,5 @@ async def _script(console: Console, alice: Client) -> None:
     doomed = await alice.send_chat("general", "this one will be deleted")
     await step(f"concordctl delete {doomed.id}")
     await alice.delete_chat(doomed.id)
-    await asyncio.sleep(_STEP)
     sys.stdout.flush()
+    return doomed.id

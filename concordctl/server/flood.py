@@ -47,6 +47,8 @@ class FrameBudget:
         self._pending: dict[tuple[int, int], tuple[Any, Callable[[Any], None]]] = {}
         # user id -> (tokens left, when they were counted).
         self._buckets: dict[int, tuple[float, float]] = {}
+        #: Seconds, monotonic; tests replace it to let the budget refill at once.
+        self.clock: Callable[[], float] = time.monotonic
 
     def offer_typing(
         self, user_id: int, channel_id: int, event: T, deliver: Callable[[T], None]
@@ -61,7 +63,7 @@ class FrameBudget:
         if key in self._pending:
             self._pending[key] = (event, deliver)  # the timer already set delivers it
             return False
-        now = time.monotonic()
+        now = self.clock()
         wait = self._typing.get(key, -math.inf) + self.typing_interval - now
         if wait <= 0:
             self._sent_typing(key, now)
@@ -75,7 +77,7 @@ class FrameBudget:
         pending = self._pending.pop(key, None)
         if pending is not None:
             event, deliver = pending
-            self._sent_typing(key, time.monotonic())
+            self._sent_typing(key, self.clock())
             deliver(event)
 
     def _sent_typing(self, key: tuple[int, int], now: float) -> None:
@@ -88,7 +90,7 @@ class FrameBudget:
         """True if a chat_written or chat_reaction frame of this user may be acted on now."""
         if self.per_second <= 0:
             return True
-        now = time.monotonic()
+        now = self.clock()
         tokens, counted = self._buckets.get(user_id, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - counted) * self.per_second)
         if tokens < 1.0:

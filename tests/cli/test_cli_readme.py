@@ -60,8 +60,15 @@ def test_the_quick_start_runs_as_written_on_a_fresh_server(tmp_path: Path) -> No
     block = _section().split("### Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     assert "concordctl channels create releases" in block
     assert block.index("channels create releases") < block.index("send releases")
-    # Only the port changes (8080 may be taken on this machine).
-    script = "set -e\ntrap 'kill $! 2>/dev/null' EXIT\n" + block.replace("8080", str(_free_port()))
+    # Only the port changes (8080 may be taken on this machine), and the 3 s sleep
+    # ends as soon as the port answers (it still gives up waiting after 3 s).
+    port = _free_port()
+    sleep = "sleep 3   # the server takes a moment to start\n"
+    assert sleep in block
+    answers = f"(: </dev/tcp/127.0.0.1/{port}) 2>/dev/null"
+    poll = f"for _ in $(seq 300); do {answers} && break; sleep 0.01; done\n"
+    block = block.replace(sleep, poll).replace("8080", str(port))
+    script = "set -e\ntrap 'kill $! 2>/dev/null' EXIT\n" + block
     bin_dir = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_") and k != "NO_COLOR"}
     env |= {
