@@ -63,6 +63,11 @@ __all__ = ["HandlerFailed", "Harness"]
 # (it is loaded by every pytest run where concordctl is installed).
 _HAVE_PYTEST_ASYNCIO = importlib.util.find_spec("pytest_asyncio") is not None
 
+# A bot the harness runs reconnects at a loopback pace: 0.05 s, doubling up to
+# 0.5 s (the client's default, 0.5 s up to 30 s, suits a real network), so a test
+# that drops or refuses connections waits a fraction of a second, not seconds.
+_LOOPBACK = {"backoff": {"base": 0.05, "cap": 0.5}}
+
 
 class HandlerFailed(AssertionError):
     """A bot handler raised or timed out while a test waited (``raise_handler_errors``)."""
@@ -198,7 +203,7 @@ class Harness:
         if isinstance(bot.clock, SystemClock):
             bot.clock = self.clock  # so h.advance() moves its schedules
         password = await self.register(username)
-        client = Client(self.url, username=username, password=password)
+        client = Client(self.url, username=username, password=password, stream_options=_LOOPBACK)
         await client.__aenter__()
         observer = self._handler_failed if raise_handler_errors else None
         task = asyncio.create_task(
