@@ -5,7 +5,7 @@ distribution puts it beside the fast ones (each waits out a real timeout).
   half as long for the pong) bounds how long a silent socket goes unnoticed.
 * send: the command's deadline (``CONCORD_TIMEOUT``) bounds a silent server.
 
-Both run with short settings (2 units); the defaults (20 s, 10 s) are checked
+Both run with short settings (1 and 2 units); the defaults (20 s, 10 s) are checked
 by test_the_defaults_of_the_bounds_are_documented.
 """
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow  # a long run: `pytest -m 'not slow'` skips it
 __all__ = ["no_leftover_processes"]  # a fixture of test_fault_cli
 
 
-KEEPALIVE = 2 * UNIT  # tail --keepalive: a ping after 2 silent units, 1 unit for the pong
+KEEPALIVE = 1 * UNIT  # tail --keepalive: a ping after 1 silent unit, half a unit for the pong
 DEADLINE = 2 * UNIT  # CONCORD_TIMEOUT: the deadline of send, and of each request of tail
 
 
