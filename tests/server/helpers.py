@@ -13,7 +13,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from concordctl.server import EmbeddedServer
+from concordctl.server import EmbeddedServer, ServerConfig
 
 
 class User:
@@ -121,3 +121,18 @@ async def watch(server: EmbeddedServer, token: str, **kwargs: Any) -> AsyncItera
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@contextlib.asynccontextmanager
+async def running_nodes(configs: list[ServerConfig]) -> AsyncIterator[list[EmbeddedServer]]:
+    """Nodes started at once, as a deploy starts them (on a new database one
+    migrates and seeds, the others find it done); all stopped afterwards."""
+    servers = [EmbeddedServer(config) for config in configs]
+    started = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
+    try:
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        yield servers
+    finally:
+        await asyncio.gather(*(s.stop() for s in servers))

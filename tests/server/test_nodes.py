@@ -20,7 +20,14 @@ from concordctl.server import EmbeddedServer, ServerConfig
 from concordctl.server.cluster import MAX_INLINE_BYTES
 from concordctl.server.runner import StartError
 from tests.helpers.timing import UNIT, async_wait_until
-from tests.server.helpers import User, Watcher, login, register_and_login, watch
+from tests.server.helpers import (
+    User,
+    Watcher,
+    login,
+    register_and_login,
+    running_nodes,
+    watch,
+)
 
 NodeFactory = Callable[..., "contextlib.AbstractAsyncContextManager[list[EmbeddedServer]]"]
 
@@ -41,11 +48,8 @@ def nodes(postgres_url: str, tmp_path: Path, admin_password: str) -> NodeFactory
 
     @contextlib.asynccontextmanager
     async def start(count: int, **extra: Any) -> AsyncIterator[list[EmbeddedServer]]:
-        async with contextlib.AsyncExitStack() as stack:
-            servers = []
-            for _ in range(count):
-                config = node_config(postgres_url, tmp_path, admin_password, **extra)
-                servers.append(await stack.enter_async_context(EmbeddedServer(config)))
+        config = node_config(postgres_url, tmp_path, admin_password, **extra)
+        async with running_nodes([config] * count) as servers:
             yield servers
 
     return start
@@ -135,6 +139,21 @@ async def test_nodes_take_distinct_ids_and_put_them_in_snowflakes(
             assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
+async def test_nodes_started_at_once_on_a_new_database_seed_it_once(
+    nodes: NodeFactory, admin_password: str
+) -> None:
+    # All three start together (running_nodes): each may find the database
+    # unseeded, one seeds it, the others find it seeded and start all the same.
+    async with nodes(3) as servers, clients(servers) as https:
+        assert all(s.running for s in servers)
+        assert sum(s.admin_password is not None for s in servers) == 1  # one seeded
+        admin = await login(https[2], "admin", admin_password)
+        users = (await admin.get("/api/users")).json()
+        assert [u["username"] for u in users] == ["admin"]
+        channels = (await admin.get("/api/channels")).json()
+        assert [c["name"] for c in channels] == ["general"]
+
+
 async def test_a_taken_node_id_fails_before_anything_is_created(
     postgres_url: str, tmp_path: Path, admin_password: str
 ) -> None:
@@ -172,8 +191,9 @@ async def test_presence_is_online_while_any_node_has_a_socket(
                 async with watch(servers[2], bob.token):
                     cluster = servers[0].cluster
                     assert cluster is not None
+                    both = {servers[1].node_id, servers[2].node_id}
                     await async_wait_until(
-                        lambda: cluster.nodes_of(bob.id) == {1, 2}, 5 * UNIT, "bob on two nodes"
+                        lambda: cluster.nodes_of(bob.id) == both, 5 * UNIT, "bob on two nodes"
                     )
                 # Still on node 1: nobody hears OFFLINE.
                 with pytest.raises(TimeoutError):

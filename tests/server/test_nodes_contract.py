@@ -11,7 +11,6 @@ reaches the clients of the others is ``test_nodes.py``'s.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 
 from concordctl.server import EmbeddedServer, ServerConfig
 from tests.server import test_rest, test_websocket
+from tests.server.helpers import running_nodes
 
 # The same test functions, collected again in this module with its fixtures.
 _TESTS: dict[str, Any] = {
@@ -41,17 +41,8 @@ def db(postgres_url: str) -> str:
 async def server(
     request: pytest.FixtureRequest, postgres_url: str, admin_password: str
 ) -> AsyncIterator[EmbeddedServer]:
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = [
-            await stack.enter_async_context(
-                EmbeddedServer(
-                    ServerConfig(
-                        db_path=postgres_url, admin_password=admin_password, online_delay=0.2
-                    )
-                )
-            )
-            for _ in range(3)
-        ]
+    config = ServerConfig(db_path=postgres_url, admin_password=admin_password, online_delay=0.2)
+    async with running_nodes([config] * 3) as nodes:
         yield nodes[_NODE_OF[request.node.originalname]]
 
 

@@ -101,6 +101,16 @@ class Store:
         """Upstream's reset: server data (description, PNG icon), the admin user
         ``admin``, channel ``general``. False (nothing written) when already seeded,
         e.g. by another node that started at the same moment."""
+        try:
+            return await self._seed(admin_password_hash)
+        except Conflict:
+            # PostgreSQL: two nodes both found no server row (read committed), and
+            # the other's admin row committed first. Nothing of ours was written.
+            if await self.is_seeded():
+                return False
+            raise
+
+    async def _seed(self, admin_password_hash: str) -> bool:
         now = now_ms()
         admin_id, general_id, icon_id = (self.ids.next_id() for _ in range(3))
         async with self.backend.write() as tx:
