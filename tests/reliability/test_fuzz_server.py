@@ -61,6 +61,10 @@ def target() -> Iterator[Target]:
         # The fuzzer is an ordinary user: let it reach the channel endpoints' input
         # handling (roles are tested in tests/server).
         open_channels=True,
+        # Each socket test proves its socket alive by its own typing echo: without
+        # this the echo of one test waited out the 0.5 s interval of the test before
+        # (typing coalescing is tested in tests/server/test_hardening_websocket.py).
+        ws_typing_per_second=0,
     )
     with ServerThread(config) as server:
         url = server.url
