@@ -108,6 +108,11 @@ async def test_conversations_free_the_lane_and_the_clock(concord_harness: Harnes
     await h.expect_reply(match="api approved")
 
 
+async def test_harness_bots_reconnect_at_a_loopback_pace(concord_harness: Harness) -> None:
+    bot = await concord_harness.start_bot(Bot())
+    assert bot.client.stream_options["backoff"] == {"base": 0.05, "cap": 0.5}
+
+
 async def test_an_approval_given_during_a_gap_still_counts(concord_harness: Harness) -> None:
     h = concord_harness
     bot = Bot(timeout=10 * UNIT)

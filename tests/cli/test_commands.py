@@ -253,6 +253,8 @@ def test_usage_errors_are_exit_2(cli: Cli, alice: Account) -> None:
     assert r.code == 2 and "--match" in r.err
     r = cli("wait", "general", "--reaction", "✅", env=alice.env)
     assert r.code == 2 and "--on" in r.err
+    r = cli("demo", "--pace", "-1")
+    assert r.code == 2 and "--pace" in r.err
 
 
 def test_version_is_answered_before_the_wire_models_or_typer_are_imported() -> None:
