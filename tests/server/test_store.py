@@ -7,8 +7,11 @@ what makes those figures hold, and cheap to check.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,3 +133,37 @@ async def test_word_search_goes_through_fts(store: Store) -> None:
     found = await store.search(SearchFilter(query="WORD3", size=1000))
     assert len(found) == 200 and all("word3" in c.content for c in found)
     assert [c.created_at for c in found] == sorted((c.created_at for c in found), reverse=True)
+
+
+async def test_seed_lost_to_another_node_is_no_error(db: str, tmp_path: Path) -> None:
+    """Two nodes seeding one new database: both may find no server row (on
+    PostgreSQL, read committed), and the one whose admin row comes second must
+    start anyway. Played here in order: B's check is made to see A's snapshot."""
+    if db == ":memory:":
+        db = str(tmp_path / "concord.db")  # one database for both stores
+    a, b = await open_store(db), await open_store(db)
+    try:
+        assert await a.seed("hash-a")
+        write = b.backend.write
+
+        @contextlib.asynccontextmanager
+        async def checked_before_a_committed() -> AsyncIterator[Any]:
+            async with write() as tx:
+                fetch = tx.fetch
+
+                async def fetch_as_before(sql: str, params: Any = ()) -> Any:
+                    if sql == "SELECT 1 FROM server WHERE id = 1":
+                        return []
+                    return await fetch(sql, params)
+
+                tx.fetch = fetch_as_before  # type: ignore[method-assign]
+                yield tx
+
+        b.backend.write = checked_before_a_committed  # type: ignore[method-assign]
+        assert await b.seed("hash-b") is False
+        b.backend.write = write  # type: ignore[method-assign]
+        admin = await b.user_by_name("admin")
+        assert admin is not None and admin.password_hash == "hash-a"
+    finally:
+        await a.close()
+        await b.close()
