@@ -140,14 +140,13 @@ def postgres_url(postgres_spares: Spares) -> Iterator[str]:
     """The URL of a new, empty database, dropped (connections and all) after the test."""
     import psycopg
 
-    spares = postgres_spares
     try:
-        name = spares.take(timeout=30 * UNIT)
+        name = postgres_spares.take(timeout=30 * UNIT)
     except psycopg.OperationalError as exc:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"PostgreSQL at {ENV} is not reachable: {exc}")
     try:
-        yield database_url(spares.admin, name)
+        yield database_url(postgres_spares.admin, name)
     finally:
-        spares.give_back(name)
+        postgres_spares.give_back(name)

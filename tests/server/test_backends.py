@@ -22,6 +22,7 @@ from concordctl.server import EmbeddedServer, ServerConfig
 from concordctl.server.store import SchemaTooNew, SearchFilter, Store, StoreError, open_store
 from concordctl.server.store.postgres import redact_dsn
 from concordctl.server.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
+from tests.helpers.timing import UNIT
 from tests.server.helpers import login
 
 
@@ -128,6 +129,22 @@ async def test_unreachable_postgres_fails_in_one_line() -> None:
     message = str(failed.value)
     assert "cannot connect to PostgreSQL" in message and "secret" not in message
     assert "\n" not in message
+
+
+def test_the_suites_spare_databases_report_an_unreachable_postgres() -> None:
+    # What postgres_url turns into a skip (a failure under CI) on a machine whose
+    # CONCORD_TEST_POSTGRES points nowhere: every take raises the connection error.
+    import psycopg
+
+    from tests.helpers.postgres import Spares
+
+    spares = Spares("postgresql://someone@127.0.0.1:1/nothing?connect_timeout=1")
+    try:
+        for _ in range(2):
+            with pytest.raises(psycopg.OperationalError):
+                spares.take(timeout=10 * UNIT)
+    finally:
+        spares.close()
 
 
 def test_a_database_from_before_migrations_is_upgraded(tmp_path: Path) -> None:
